@@ -1,0 +1,94 @@
+"""The ``clis`` command line.
+
+Every module in this package that defines ``register(app)`` adds its commands to the app,
+so a new command is one new file. Packages further up the dependency chain (``benchmarks``,
+``leaderboard``) add sub-command groups through the ``clis.commands`` entry-point group
+instead of being imported here: an entry point names either a ``typer.Typer`` (added as a
+command group under the entry point's name) or a ``register(app)`` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from clis import __version__
+from clis.errors import ClisError
+
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+app = typer.Typer(
+    name="clis",
+    help="Score, pick and validate layout-conditioned synthetic images (CLIS-I and CLIS-L).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"clis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Score, pick and validate layout-conditioned synthetic images (CLIS-I and CLIS-L)."""
+
+
+def _register_builtin_commands() -> None:
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+def _register_plugin_commands() -> None:
+    for entry_point in importlib.metadata.entry_points(group="clis.commands"):
+        try:
+            plugin = entry_point.load()
+        except ImportError as exc:
+            # A plugin whose package is not installed must not break the core commands.
+            err_console.print(f"[yellow]warning:[/] command {entry_point.name!r} unavailable: {exc}")
+            continue
+        if isinstance(plugin, typer.Typer):
+            app.add_typer(plugin, name=entry_point.name)
+        else:
+            plugin(app)
+
+
+_register_builtin_commands()
+_register_plugin_commands()
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print a one-line error and return the ``typer.Exit`` to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="clis", standalone_mode=True)
+    except ClisError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: output written so far is kept", markup=False)
+        sys.exit(130)

@@ -1,0 +1,168 @@
+"""The layout data model: a caption, boxed objects and the relations between them.
+
+Boxes are normalised ``[x, y, w, h]`` with the origin at the top left, so a layout is
+independent of the resolution an image is generated at.
+
+Example:
+    >>> from clis.layout import Layout
+    >>> layout = Layout.model_validate({
+    ...     "id": "tea", "caption": "a red cup on a table",
+    ...     "objects": [
+    ...         {"id": "cup-1", "label": "cup", "attributes": ["red"], "bbox": [0.4, 0.3, 0.2, 0.2]},
+    ...         {"id": "table-1", "label": "table", "bbox": [0.1, 0.5, 0.8, 0.5]},
+    ...     ],
+    ...     "relations": [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}],
+    ... })
+    >>> layout.objects[0].phrase
+    'red cup'
+    >>> layout.objects[0].xyxy
+    (0.4, 0.3, 0.6000000000000001, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from annotated_types import Len
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Boxes that overshoot the canvas by a rounding error are accepted; anything more is an error.
+BOX_TOLERANCE = 1e-4
+
+BoxList = Annotated[list[float], Len(min_length=4, max_length=4)]
+
+_INSTANCE_SUFFIX = re.compile(r"^(?P<label>.+?)-(?P<index>\d+)$")
+
+
+def label_from_object_name(name: str) -> str:
+    """``"cat-1"`` -> ``"cat"``; names without a numeric suffix are returned as they are."""
+    match = _INSTANCE_SUFFIX.match(name.strip())
+    return match.group("label") if match else name.strip()
+
+
+def check_box(box: list[float]) -> list[float]:
+    """Raise ``ValueError`` with a precise reason when a normalised xywh box is unusable."""
+    x, y, w, h = box
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"box {box} has a non-finite value")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box {box} is degenerate: width and height must be > 0")
+    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE:
+        raise ValueError(f"box {box} starts outside the canvas: x and y must be >= 0")
+    if x + w > 1 + BOX_TOLERANCE or y + h > 1 + BOX_TOLERANCE:
+        raise ValueError(
+            f"box {box} ends outside the canvas: x + w and y + h must be <= 1 "
+            "(boxes are normalised [x, y, w, h])"
+        )
+    return box
+
+
+class LayoutObject(BaseModel):
+    """One object instance of a layout, such as ``cup-1``."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    id: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+    bbox: BoxList
+    description: str | None = None
+    attributes: list[str] = Field(default_factory=list)
+
+    @field_validator("bbox")
+    @classmethod
+    def _box_in_canvas(cls, box: list[float]) -> list[float]:
+        return check_box(box)
+
+    @field_validator("label")
+    @classmethod
+    def _label_not_blank(cls, label: str) -> str:
+        if not label.strip():
+            raise ValueError("label is blank")
+        return label
+
+    @property
+    def phrase(self) -> str:
+        """The text that describes this object: its description, else attributes + label."""
+        if self.description and self.description.strip():
+            return self.description.strip()
+        return " ".join([*(a.strip() for a in self.attributes if a.strip()), self.label.strip()])
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        x, y, w, h = self.bbox
+        return (x, y, x + w, y + h)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x, y, w, h = self.bbox
+        return (x + w / 2, y + h / 2)
+
+    @property
+    def area(self) -> float:
+        return self.bbox[2] * self.bbox[3]
+
+    def pixel_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The box as pixel ``[x, y, w, h]`` on a ``width`` x ``height`` image."""
+        x, y, w, h = self.bbox
+        return (x * width, y * height, w * width, h * height)
+
+
+class Relation(BaseModel):
+    """``subject`` ids, the relation words, ``object`` ids: ``cup-1 on table-1``."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    subject: list[str] = Field(min_length=1)
+    relation: str = Field(min_length=1)
+    object: list[str] = Field(min_length=1)
+
+    @field_validator("subject", "object", mode="before")
+    @classmethod
+    def _single_id_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Layout(BaseModel):
+    """A caption with its boxed objects and relations; one scene to generate."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    id: str = Field(min_length=1)
+    caption: str = ""
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    objects: list[LayoutObject] = Field(min_length=1)
+    relations: list[Relation] = Field(default_factory=list)
+    images: list[str] | None = None
+
+    def get_object(self, object_id: str) -> LayoutObject:
+        for obj in self.objects:
+            if obj.id == object_id:
+                return obj
+        raise KeyError(f"layout {self.id!r} has no object {object_id!r}")
+
+    @property
+    def labels(self) -> list[str]:
+        return [o.label for o in self.objects]
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-field problems as ``(field, message)``: duplicate ids, dangling relations."""
+        found: list[tuple[str, str]] = []
+        seen: dict[str, int] = {}
+        for i, obj in enumerate(self.objects):
+            if obj.id in seen:
+                found.append(
+                    (f"objects[{i}].id", f"duplicate object id {obj.id!r} (first used by objects[{seen[obj.id]}])")
+                )
+            else:
+                seen[obj.id] = i
+        for i, rel in enumerate(self.relations):
+            for side in ("subject", "object"):
+                for ref in getattr(rel, side):
+                    if ref not in seen:
+                        found.append(
+                            (f"relations[{i}].{side}", f"names unknown object {ref!r} (known: {', '.join(seen)})")
+                        )
+        return found
