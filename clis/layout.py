@@ -149,20 +149,29 @@ class Layout(BaseModel):
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field problems as ``(field, message)``: duplicate ids, dangling relations."""
-        found: list[tuple[str, str]] = []
-        seen: dict[str, int] = {}
-        for i, obj in enumerate(self.objects):
-            if obj.id in seen:
-                found.append(
-                    (f"objects[{i}].id", f"duplicate object id {obj.id!r} (first used by objects[{seen[obj.id]}])")
-                )
-            else:
-                seen[obj.id] = i
-        for i, rel in enumerate(self.relations):
-            for side in ("subject", "object"):
-                for ref in getattr(rel, side):
-                    if ref not in seen:
-                        found.append(
-                            (f"relations[{i}].{side}", f"names unknown object {ref!r} (known: {', '.join(seen)})")
-                        )
-        return found
+        return cross_reference_problems(
+            [o.id for o in self.objects], [(r.subject, r.object) for r in self.relations]
+        )
+
+
+def cross_reference_problems(
+    object_ids: list[Any], relations: list[tuple[Any, Any]]
+) -> list[tuple[str, str]]:
+    """Duplicate object ids and relations naming unknown objects, as ``(field, message)``.
+
+    Works on raw values too, so a record that fails type validation still gets these checks.
+    """
+    found: list[tuple[str, str]] = []
+    seen: dict[Any, int] = {}
+    for i, object_id in enumerate(object_ids):
+        if object_id in seen:
+            found.append((f"objects[{i}].id", f"duplicate object id {object_id!r} (first used by objects[{seen[object_id]}])"))
+        else:
+            seen[object_id] = i
+    for i, sides in enumerate(relations):
+        for side, refs in zip(("subject", "object"), sides):
+            for ref in [refs] if isinstance(refs, str) else refs or []:
+                if ref not in seen:
+                    known = ", ".join(str(k) for k in seen)
+                    found.append((f"relations[{i}].{side}", f"names unknown object {ref!r} (known: {known})"))
+    return found

@@ -1,0 +1,68 @@
+"""``clis validate FILE``: check a layouts file and print a summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clis.discovery import discover_candidates
+from clis.formats import FORMATS, validate_file
+
+
+def validate(
+    file: Path = typer.Argument(..., help="layouts.json, an ACP scene-graph JSON or a COCO instances JSON."),
+    format: str = typer.Option("auto", "--format", help=f"auto, or one of: {', '.join(FORMATS)}."),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="Also match candidate images in this folder and report unmatched files."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Check a layouts file. Exit 0 when valid, 2 with one line per problem when not."""
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if format != "auto" and format not in FORMATS:
+        err.print(f"error: --format: unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    report = validate_file(file, format=format)
+    summary = report.summary()
+    discovery = None
+    if images is not None and report.layouts:
+        discovery = discover_candidates(images, report.layouts)
+        summary.update(
+            candidates=discovery.n_candidates,
+            layouts_without_candidates=discovery.missing,
+            unmatched_files=[str(p) for p in discovery.orphans],
+        )
+    for problem in report.problems:
+        err.print(problem, markup=False)
+    if as_json:
+        console.print_json(json.dumps(summary))
+    else:
+        table = Table(title=f"{file}", show_header=False)
+        for key in ("format", "layouts", "objects", "relations", "labels", "problems"):
+            table.add_row(key, str(summary[key] if summary[key] is not None else "unknown"))
+        if summary["top_labels"]:
+            table.add_row("top labels", ", ".join(f"{label} ({n})" for label, n in summary["top_labels"]))
+        if discovery is not None:
+            table.add_row("candidates", str(discovery.n_candidates))
+            table.add_row("layouts without candidates", str(len(discovery.missing)))
+            table.add_row("unmatched image files", str(len(discovery.orphans)))
+        console.print(table)
+        if discovery is not None:
+            for layout_id in discovery.missing:
+                err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
+            for path in discovery.orphans:
+                err.print(f"warning: {path}: matches no layout", markup=False)
+    if report.problems:
+        noun = "problem" if len(report.problems) == 1 else "problems"
+        err.print(f"{file}: invalid ({len(report.problems)} {noun})", markup=False)
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
