@@ -1,0 +1,92 @@
+"""The generator adapter interface: one layout and N seeds in, N images out.
+
+An adapter wraps one way of making candidate images for a layout (a diffusion pipeline, a
+research checkout, a compositor). It knows nothing about files: ``clis generate`` (see
+:mod:`generators.runner`) decides the seeds, writes ``<out>/<layout_id>/<k>.png`` and records
+``adapter.config()`` in the manifest so a run can be reproduced and scored.
+
+Example:
+    >>> from clis.layout import Layout
+    >>> from generators import create_generator
+    >>> layout = Layout.model_validate({"id": "tea", "caption": "a red cup on a table", "objects": [
+    ...     {"id": "cup-1", "label": "cup", "bbox": [0.4, 0.3, 0.2, 0.2]},
+    ...     {"id": "table-1", "label": "table", "bbox": [0.1, 0.5, 0.8, 0.5]}]})
+    >>> shapes = create_generator("shapes", width=64, height=64)
+    >>> images = shapes.generate(layout, candidate_seeds(0, "tea", 2))
+    >>> [im.size for im in images]
+    [(64, 64), (64, 64)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from clis.layout import Layout
+
+DEFAULT_SIZE = 512
+
+
+def candidate_seeds(base_seed: int, layout_id: str, n: int) -> list[int]:
+    """The seeds of a layout's ``n`` candidates.
+
+    Seeds are derived from ``(base_seed, layout_id, k)`` rather than counted up, so candidate k of
+    a layout gets the same seed whatever the order of the layouts file, whether the run was
+    resumed, and however many candidates were asked for; and two layouts never share noise.
+
+    >>> candidate_seeds(0, "tea", 3) == candidate_seeds(0, "tea", 5)[:3]
+    True
+    >>> candidate_seeds(0, "tea", 1) != candidate_seeds(0, "cake", 1)
+    True
+    """
+    seeds = []
+    for k in range(n):
+        digest = hashlib.sha256(f"{base_seed}:{layout_id}:{k}".encode()).digest()
+        seeds.append(int.from_bytes(digest[:4], "big") & 0x7FFFFFFF)
+    return seeds
+
+
+class GenerationError(Exception):
+    """One layout could not be generated; the run records the message and goes on."""
+
+
+class GeneratorAdapter(ABC):
+    """Turns a layout and N seeds into N images of ``width`` x ``height``.
+
+    Subclasses set ``name`` (the ``--generator`` value), ``demo_only`` when the images are not
+    fit for training data, and implement :meth:`generate` and :meth:`config`. Their
+    ``__init__`` keyword arguments are the options ``clis generate`` passes through
+    (``model``, ``steps``, ``guidance``, ``device`` ...); :func:`generators.create_generator`
+    rejects options an adapter does not take.
+    """
+
+    name: ClassVar[str] = ""
+    demo_only: ClassVar[bool] = False
+
+    def __init__(self, width: int = DEFAULT_SIZE, height: int = DEFAULT_SIZE):
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        self.width = int(width)
+        self.height = int(height)
+
+    @abstractmethod
+    def generate(self, layout: Layout, seeds: Sequence[int]) -> list[Image.Image]:
+        """Return one RGB image per seed; the same seed must give the same image."""
+
+    def seeds_used(self, seeds: Sequence[int]) -> list[int]:
+        """The seed that actually determines each image (recorded in the manifest).
+
+        Adapters that draw a whole batch from one seed override this.
+        """
+        return [int(s) for s in seeds]
+
+    def config(self) -> dict[str, Any]:
+        """Plain data recorded in the manifest: everything needed to reproduce the images."""
+        return {"width": self.width, "height": self.height}
+
+    def close(self) -> None:
+        """Release models or files; called once when the run ends."""

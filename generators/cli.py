@@ -1,0 +1,107 @@
+"""``clis generate``: make N candidate images per layout with a generator adapter.
+
+Registered through the ``clis.commands`` entry point (``generate = "generators.cli:register"``)
+so that ``clis`` itself never imports ``generators``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from clis.formats import load_layouts
+
+from generators.registry import available_generators, create_generator
+from generators.runner import MANIFEST_NAME, generate_candidates
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def generate(
+    layouts: Path = typer.Argument(..., help="Layouts file (canonical layouts.json, ACP scene graph or COCO)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Candidates folder: <out>/<layout_id>/<k>.png and manifest.json."),
+    generator: str = typer.Option(
+        "gligen", "--generator", "-g", help=f"Adapter: {', '.join(available_generators())} (shapes: demo/test only)."
+    ),
+    n: int = typer.Option(4, "--n", "-n", help="Candidates per layout."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; each candidate's seed derives from it, the layout id and k."),
+    resume: bool = typer.Option(False, "--resume", help="Skip layouts whose candidates are already in the manifest."),
+    width: int = typer.Option(512, "--width", help="Image width in pixels."),
+    height: int = typer.Option(512, "--height", help="Image height in pixels."),
+    model: Optional[str] = typer.Option(None, "--model", help="gligen/sd: hub id or local folder of the pipeline."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="gligen/sd: denoising steps (default 50)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 7.5)."),
+    scheduled_sampling_beta: Optional[float] = typer.Option(
+        None, "--scheduled-sampling-beta", help="gligen: fraction of steps that use the boxes (default 0.3)."
+    ),
+    negative_prompt: Optional[str] = typer.Option(None, "--negative-prompt", help="gligen/sd: negative prompt."),
+    device: Optional[str] = typer.Option(None, "--device", help="gligen/sd: cuda, cpu, ... (default: cuda if available)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="gligen/sd: float32, float16 or bfloat16."),
+    cutouts: Optional[Path] = typer.Option(
+        None, "--cutouts", help="copy-paste: folder of <label>/<image>.png RGBA cut-outs, or a COCO json with masks."
+    ),
+    cutout_images: Optional[Path] = typer.Option(None, "--cutout-images", help="copy-paste: images folder of the COCO json."),
+    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", help="copy-paste: folder of background images."),
+    instancediffusion_dir: Optional[Path] = typer.Option(
+        None, "--instancediffusion-dir", help="instancediffusion: checkout folder (or env CLIS_INSTANCEDIFFUSION_DIR)."
+    ),
+    instancediffusion_python: Optional[str] = typer.Option(
+        None, "--instancediffusion-python", help="instancediffusion: Python of the checkout's environment."
+    ),
+) -> None:
+    """Generate N candidate images per layout into OUT/<layout_id>/<k>.png with a manifest."""
+    options = dict(
+        width=width, height=height, model=model, steps=steps, guidance=guidance,
+        scheduled_sampling_beta=scheduled_sampling_beta, negative_prompt=negative_prompt, device=device,
+        dtype=dtype, cutouts=cutouts, cutout_images=cutout_images, backgrounds=backgrounds,
+        instancediffusion_dir=instancediffusion_dir, instancediffusion_python=instancediffusion_python,
+    )  # fmt: skip
+    # width/height always have values; the other options are only passed when given.
+    layout_list = load_layouts(layouts)
+    adapter = create_generator(generator, **options)
+    if adapter.demo_only:
+        console.print(f"[yellow]note:[/] generator {generator!r} is for demos and tests only, not training data")
+    failures: list[str] = []
+    progress = Progress(
+        TextColumn("[bold]generate[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    try:
+        with progress:
+            task = progress.add_task(generator, total=len(layout_list))
+
+            def advance(layout_id: str, item: dict) -> None:
+                if item["status"] != "done":
+                    failures.append(f"{layouts}: layout {layout_id!r}: {item['error']}")
+                progress.advance(task)
+
+            manifest = generate_candidates(
+                layout_list, adapter, out, n=n, seed=seed, resume=resume, layouts_path=layouts, on_layout=advance
+            )
+    finally:
+        adapter.close()
+    for line in failures:
+        console.print(f"[red]failed:[/] {line}", markup=True)
+    s = manifest["summary"]
+    console.print(
+        f"{s['done']}/{s['layouts']} layouts done ({s['resumed']} resumed), {s['failed']} failed, "
+        f"{s['images']} images in {out}; manifest: {out / MANIFEST_NAME}"
+    )
+    if s["layouts"] and s["done"] == 0:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+
+
+__all__ = ["register", "generate"]

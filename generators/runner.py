@@ -1,0 +1,158 @@
+"""Run an adapter over a layouts file: ``<out>/<layout_id>/<k>.png`` plus ``<out>/manifest.json``.
+
+The manifest is rewritten after every layout, so an interrupted run loses at most the layout
+in progress and ``--resume`` picks up where it stopped. A layout that fails is recorded with
+its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from clis import __version__ as clis_version
+from clis.errors import InputError
+from clis.layout import Layout
+
+from generators.base import GenerationError, GeneratorAdapter, candidate_seeds
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "clis-candidates/1"
+# Layout ids become folder names: keep them to one safe path component.
+_SAFE_ID = re.compile(r"^[^/\\\x00]+$")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of a candidates folder, or ``None`` when there is none."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable manifest: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise InputError(f"{path}: field 'format': not a {MANIFEST_FORMAT} manifest")
+    return data
+
+
+def _item_complete(item: dict[str, Any], out_dir: Path, n: int) -> bool:
+    images = item.get("images") or []
+    return item.get("status") == "done" and len(images) == n and all((out_dir / im["path"]).is_file() for im in images)
+
+
+def generate_candidates(
+    layouts: Sequence[Layout],
+    adapter: GeneratorAdapter,
+    out_dir: str | Path,
+    n: int = 4,
+    seed: int = 0,
+    resume: bool = False,
+    layouts_path: str | Path | None = None,
+    on_layout: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Make ``n`` candidates per layout with ``adapter``; return the manifest (also written).
+
+    ``on_layout(layout_id, item)`` is called after each layout (the CLI advances its progress
+    bar there). With ``resume``, layouts whose images are all present in an earlier manifest of
+    the same generator, config, ``n`` and ``seed`` are skipped.
+    """
+    if n < 1:
+        raise InputError(f"--n must be >= 1, got {n}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"generator": adapter.name, "config": adapter.config(), "n": n, "seed": seed}
+    previous: dict[str, dict[str, Any]] = {}
+    if resume:
+        old = read_manifest(out)
+        if old is not None:
+            changed = [
+                k for k in settings if json.dumps(old.get(k), sort_keys=True) != json.dumps(settings[k], sort_keys=True)
+            ]
+            if changed:
+                raise InputError(
+                    f"{out / MANIFEST_NAME}: --resume needs the same settings, but {', '.join(changed)} changed; "
+                    "use a new --out folder or drop --resume"
+                )
+            previous = {item["layout_id"]: item for item in old.get("items", [])}
+
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        **settings,
+        "demo_only": adapter.demo_only,
+        "layouts": str(layouts_path) if layouts_path else None,
+        "layouts_sha256": _sha256(Path(layouts_path)) if layouts_path and Path(layouts_path).is_file() else None,
+        "clis_version": clis_version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "items": [],
+    }
+    for layout in layouts:
+        old_item = previous.get(layout.id)
+        if old_item is not None and _item_complete(old_item, out, n):
+            item = {**old_item, "resumed": True}
+        else:
+            item = _generate_one(layout, adapter, out, n, seed)
+        manifest["items"].append(item)
+        _write_json_atomic(out / MANIFEST_NAME, manifest)
+        if on_layout is not None:
+            on_layout(layout.id, item)
+    manifest["summary"] = summarise(manifest)
+    _write_json_atomic(out / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _generate_one(layout: Layout, adapter: GeneratorAdapter, out: Path, n: int, seed: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"layout_id": layout.id, "status": "error", "images": [], "error": None}
+    if not _SAFE_ID.match(layout.id) or layout.id in (".", ".."):
+        item["error"] = f"layout id {layout.id!r} cannot be a folder name"
+        return item
+    seeds = candidate_seeds(seed, layout.id, n)
+    started = time.perf_counter()
+    try:
+        images = adapter.generate(layout, seeds)
+        if len(images) != n:
+            raise GenerationError(f"adapter returned {len(images)} images for {n} seeds")
+        folder = out / layout.id
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, (image, used) in enumerate(zip(images, adapter.seeds_used(seeds))):
+            path = folder / f"{k}.png"
+            tmp = folder / f".{k}.png.tmp"
+            image.save(tmp, format="PNG")
+            os.replace(tmp, path)
+            item["images"].append({"path": f"{layout.id}/{k}.png", "k": k, "seed": used, "width": image.width, "height": image.height})
+    except (GenerationError, InputError, OSError, ValueError, RuntimeError) as exc:
+        # One bad layout must not end a long run: record the reason and go on.
+        item["error"] = " ".join(str(exc).split()) or type(exc).__name__
+        item["images"] = []
+        return item
+    item["status"] = "done"
+    item["seconds"] = round(time.perf_counter() - started, 3)
+    return item
+
+
+def summarise(manifest: dict[str, Any]) -> dict[str, int]:
+    items = manifest.get("items", [])
+    return {
+        "layouts": len(items),
+        "done": sum(1 for i in items if i["status"] == "done"),
+        "resumed": sum(1 for i in items if i.get("resumed")),
+        "failed": sum(1 for i in items if i["status"] != "done"),
+        "images": sum(len(i.get("images", [])) for i in items),
+    }
