@@ -1,0 +1,90 @@
+"""CLIS-I settings as plain data: every weight and threshold lives here, none in the code.
+
+The models themselves are chosen in :class:`clis.scorer.ScoreConfig`; this file only holds
+what changes the numbers computed from their outputs, so it can be written verbatim into a
+manifest and read back to reproduce a run.
+
+Example:
+    >>> from clis.image_score.config import ImageScoreConfig
+    >>> cfg = ImageScoreConfig.model_validate({"weights": {"grounding": 2.0}, "crop_margin": 0.2})
+    >>> cfg.weights.grounding, cfg.weights.region, cfg.crop_margin
+    (2.0, 0.2, 0.2)
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Phrases that describe "no particular object". A crop that shows nothing but background
+# should prefer these over the object's own description, which is what makes the grounding
+# term punish empty or wrong regions even in a layout with a single object.
+DEFAULT_DISTRACTORS = ("background", "empty space", "a blurry texture", "a plain surface")
+
+
+class ImageScoreWeights(BaseModel):
+    """Weights of the CLIS-I terms (see ``docs/clis-i.md`` for the formulas).
+
+    Each group is normalised by its own sum, so only ratios matter; a weight of 0 drops a
+    term. The detection weight only counts when a detector is configured.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # CLIS-I = (global * G + instances * mean_k S_k) / (global + instances); the paper uses 0.5/0.5.
+    global_: float = Field(0.5, ge=0, alias="global")
+    instances: float = Field(0.5, ge=0)
+    # S_k = (region * R_k + grounding * P_k + detection * D_k) / (sum of the weights in use).
+    region: float = Field(0.2, ge=0)
+    grounding: float = Field(0.4, ge=0)
+    detection: float = Field(0.4, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "ImageScoreWeights":
+        if self.global_ + self.instances <= 0:
+            raise ValueError("weights: global + instances must be > 0")
+        if self.region + self.grounding + self.detection <= 0:
+            raise ValueError("weights: region + grounding + detection must be > 0")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        return self.model_dump(by_alias=True)
+
+
+class DetectionConfig(BaseModel):
+    """How detector outputs become per-object found / IoU / count terms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Query the detector with each object's label ("cup") or its full phrase ("red cup").
+    # Labels are the default: open-vocabulary detectors are strongest on category nouns, the
+    # attributes are already checked by the CLIP region and grounding terms, and counts are
+    # defined per label.
+    query: Literal["label", "phrase"] = "label"
+    # A detection counts when its score for a query reaches this value (Grounding DINO's
+    # documented box threshold is 0.35, OWLv2's demo threshold 0.1-0.3).
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    # Overlapping detections of the same query above this IoU are one object (NMS).
+    nms_iou: float = Field(0.5, gt=0, le=1)
+
+
+class ImageScoreConfig(BaseModel):
+    """Everything that shapes the CLIS-I numbers for fixed models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: ImageScoreWeights = Field(default_factory=ImageScoreWeights)
+    # Context added around each box before cropping, as a fraction of the box side per side.
+    crop_margin: float = Field(0.1, ge=0, le=2)
+    # Crops smaller than this many pixels per side are enlarged (centred) so the encoder sees
+    # enough of the surroundings to recognise anything at all.
+    min_crop_pixels: int = Field(16, ge=1)
+    # Multiplies 100*max(cos, 0) for the global and region terms, capped at 100. 1.0 gives
+    # exactly torchmetrics' CLIPScore; 2.5 is the CLIP-S rescaling of Hessel et al. (2021).
+    clip_scale: float = Field(1.0, gt=0)
+    # Extra phrases the grounding softmax competes against (besides the layout's own).
+    distractors: list[str] = Field(default_factory=lambda: list(DEFAULT_DISTRACTORS))
+    # Temperature of the grounding softmax; None uses the model's learned logit scale.
+    grounding_logit_scale: Optional[float] = Field(None, gt=0)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)

@@ -1,0 +1,190 @@
+"""Open-vocabulary detection for the CLIS-I detection check (Grounding DINO, OWLv2, OWL-ViT).
+
+:class:`Detector` wraps a ``load_model(spec, "detector")`` result and answers one question per
+image: for each text query, which boxes (normalised ``xyxy``) did the detector find, with what
+scores? Each predicted box is assigned to the query it scores highest on, boxes below the
+score threshold are dropped, and overlapping boxes of one query are merged by NMS, so the
+number of boxes left is the detector's count for that query.
+
+Scores are read straight from the model's logits rather than from the processors'
+``post_process_*`` helpers: Grounding DINO's helper returns text spans that must be matched
+back to queries by string, which breaks when two queries share words; here each query's score
+is the maximum over its own tokens, located by the ``.`` separators of the prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.ops import batched_nms, box_convert
+
+from clis.image_score.config import DetectionConfig
+
+# Grounding DINO's text encoder takes at most 256 tokens; queries beyond that go to another pass.
+GDINO_MAX_TOKENS = 256
+
+
+@dataclass
+class Detections:
+    """Boxes found for one query in one image, best first."""
+
+    boxes: Tensor  # [M, 4] normalised xyxy
+    scores: Tensor  # [M]
+
+    @property
+    def count(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def _clean_query(text: str) -> str:
+    # "." separates queries in a Grounding DINO prompt, so it cannot appear inside one.
+    return " ".join(text.replace(".", " ").lower().split()) or "object"
+
+
+class Detector:
+    """Run a transformers open-vocabulary detector on PIL images with per-image text queries."""
+
+    def __init__(self, loaded: Any, config: DetectionConfig | None = None):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.config = config or DetectionConfig()
+        self.kind = getattr(self.model.config, "model_type", "")
+        if self.kind not in ("grounding-dino", "owlv2", "owlvit"):
+            raise ValueError(f"unsupported detector type {self.kind!r} (expected grounding-dino, owlv2 or owlvit)")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def detect(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> list[dict[str, Detections]]:
+        """For each image, ``{query: Detections}`` for every one of its (distinct) queries."""
+        if len(images) != len(queries):
+            raise ValueError("detect: one list of queries per image is needed")
+        if not images:
+            return []
+        with torch.inference_mode():
+            if self.kind == "grounding-dino":
+                scores, boxes = self._grounding_dino(images, queries)
+            else:
+                scores, boxes = self._owl(images, queries)
+        return [self._select(s, b, q) for s, b, q in zip(scores, boxes, queries)]
+
+    # -- per-architecture forward passes: each returns, per image, scores [P, Q] and xyxy boxes [P, 4]
+
+    def _to_device(self, inputs: Any) -> dict[str, Tensor]:
+        moved = {}
+        for key, value in inputs.items():
+            if isinstance(value, Tensor):
+                value = value.to(self.device)
+                if value.is_floating_point():
+                    value = value.to(self.dtype)
+            moved[key] = value
+        return moved
+
+    def _gdino_chunks(self, queries: Sequence[str]) -> list[list[str]]:
+        """Split queries into prompts that fit the text encoder."""
+        tokenizer = self.processor.tokenizer
+        chunks: list[list[str]] = [[]]
+        used = 2  # [CLS] and [SEP]
+        for query in queries:
+            cost = len(tokenizer.tokenize(query)) + 1  # its tokens and the "." after it
+            if chunks[-1] and used + cost > GDINO_MAX_TOKENS:
+                chunks.append([])
+                used = 2
+            chunks[-1].append(query)
+            used += cost
+        return chunks
+
+    def _gdino_token_spans(self, input_ids: list[int], n_queries: int) -> list[list[int]]:
+        """Token positions of each query: the runs between [CLS], the "." separators and [SEP]."""
+        tokenizer = self.processor.tokenizer
+        separators = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.convert_tokens_to_ids(".")}
+        separators.discard(None)
+        spans: list[list[int]] = []
+        current: list[int] = []
+        for position, token in enumerate(input_ids):
+            if token in separators or token == tokenizer.pad_token_id:
+                if current:
+                    spans.append(current)
+                    current = []
+            else:
+                current.append(position)
+        if current:
+            spans.append(current)
+        if len(spans) != n_queries:
+            raise RuntimeError(f"Grounding DINO prompt split into {len(spans)} phrases, expected {n_queries}")
+        return spans
+
+    def _grounding_dino(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
+        jobs = []  # (image index, chunk of queries); long query lists need several prompts
+        for i, image_queries in enumerate(queries):
+            for chunk in self._gdino_chunks([_clean_query(q) for q in image_queries]):
+                jobs.append((i, chunk))
+        prompts = [". ".join(chunk) + "." for _, chunk in jobs]
+        inputs = self.processor(images=[images[i] for i, _ in jobs], text=prompts, return_tensors="pt", padding=True)
+        outputs = self.model(**self._to_device(inputs))
+        probs = outputs.logits.float().sigmoid().cpu()  # [J, P, T]
+        boxes = box_convert(outputs.pred_boxes.float().cpu(), "cxcywh", "xyxy").clamp(0, 1)
+        parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in images]
+        for j, (i, chunk) in enumerate(jobs):
+            spans = self._gdino_token_spans(inputs["input_ids"][j].tolist(), len(chunk))
+            chunk_scores = torch.stack([probs[j][:, span].max(dim=1).values for span in spans], dim=1)
+            parts[i].append((chunk_scores, boxes[j]))
+        scores_out, boxes_out = [], []
+        for image_parts in parts:
+            # Boxes of one prompt only have scores for that prompt's queries: a block-diagonal
+            # score matrix over all of the image's queries.
+            width = sum(s.shape[1] for s, _ in image_parts)
+            rows, column = [], 0
+            for chunk_scores, _ in image_parts:
+                block = chunk_scores.new_zeros(chunk_scores.shape[0], width)
+                block[:, column : column + chunk_scores.shape[1]] = chunk_scores
+                column += chunk_scores.shape[1]
+                rows.append(block)
+            scores_out.append(torch.cat(rows))
+            boxes_out.append(torch.cat([b for _, b in image_parts]))
+        return scores_out, boxes_out
+
+    def _owl(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
+        text = [[_clean_query(q) for q in image_queries] for image_queries in queries]
+        inputs = self.processor(text=text, images=list(images), return_tensors="pt")
+        outputs = self.model(**self._to_device(inputs))
+        probs = outputs.logits.float().sigmoid().cpu()  # [B, P, Qmax]
+        boxes = box_convert(outputs.pred_boxes.float().cpu(), "cxcywh", "xyxy")
+        scores_out, boxes_out = [], []
+        for b, image in enumerate(images):
+            image_boxes = boxes[b].clone()
+            if self.kind == "owlv2":
+                # OWLv2 pads every image to a square (bottom and right) before resizing, so its
+                # boxes are fractions of the longer side; rescale them to fractions of each side.
+                side = max(image.width, image.height)
+                image_boxes[:, 0::2] *= side / image.width
+                image_boxes[:, 1::2] *= side / image.height
+            scores_out.append(probs[b, :, : len(queries[b])])
+            boxes_out.append(image_boxes.clamp(0, 1))
+        return scores_out, boxes_out
+
+    def _select(self, scores: Tensor, boxes: Tensor, queries: Sequence[str]) -> dict[str, Detections]:
+        """Assign boxes to their best query, threshold, NMS within each query."""
+        result = {q: Detections(torch.zeros(0, 4), torch.zeros(0)) for q in queries}
+        if scores.numel() == 0:
+            return result
+        best, owner = scores.max(dim=1)
+        keep = best >= self.config.score_threshold
+        best, owner, kept_boxes = best[keep], owner[keep], boxes[keep]
+        if best.numel():
+            order = batched_nms(kept_boxes, best, owner, self.config.nms_iou)
+            best, owner, kept_boxes = best[order], owner[order], kept_boxes[order]
+        for q_index, query in enumerate(queries):
+            mine = owner == q_index
+            result[query] = Detections(kept_boxes[mine], best[mine])
+        return result

@@ -1,0 +1,281 @@
+"""The CLIS-I pipeline: images and layouts in, one score record per candidate out.
+
+Steps, in the order a candidate goes through them:
+
+1. **load** (background threads): decode the image, cut one letterboxed crop per object and
+   run the CLIP transform on the whole image and the crops;
+2. **encode**: crops and whole images of many candidates go through the image encoder
+   together, ``batch_size`` rows at a time; texts come from a :class:`TextEmbeddingCache`,
+   so each distinct caption, phrase and distractor is encoded once per run;
+3. **detect** (optional): one detector pass per image with all of its labels as queries;
+4. **combine**: the formulas of :mod:`clis.image_score.functional`.
+
+Example:
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from clis.layout import Layout
+    >>> from clis.models import load_model
+    >>> from clis.models.clip import ClipEncoder
+    >>> from clis.testing import build_tiny_hf_clip
+    >>> encoder = ClipEncoder(load_model(build_tiny_hf_clip(tempfile.mkdtemp()), "clip"))
+    >>> layout = Layout.model_validate({"id": "x", "caption": "a red cup", "objects": [
+    ...     {"id": "cup-1", "label": "cup", "attributes": ["red"], "bbox": [0.1, 0.1, 0.5, 0.5]}]})
+    >>> record = ImageScorer(encoder).score(Image.new("RGB", (64, 64), "red"), layout)
+    >>> sorted(record), record["instances"][0]["object_id"]
+    (['clis', 'clis_i', 'clis_l', 'error', 'global', 'image', 'instances', 'layout_id'], 'cup-1')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from clis.image_score.config import ImageScoreConfig
+from clis.image_score.crops import region_crop
+from clis.image_score.detection import Detector
+from clis.image_score.functional import (
+    clip_alignment,
+    clis_i,
+    grounding_probability,
+    instance_score,
+    match_detections,
+    normalize,
+    xywh_to_xyxy,
+)
+from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, ImageReadError, open_image, prefetch_map
+from clis.image_score.text_cache import TextEmbeddingCache, model_key
+from clis.layout import Layout
+
+# Scores are written with this many decimals: far below any meaningful difference, and it
+# keeps scores.jsonl readable.
+DECIMALS = 4
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(float(value), DECIMALS)
+
+
+def image_reference(image: ImageInput) -> Optional[str]:
+    """What goes into a record's ``image`` field: the path as given, or None for in-memory images."""
+    if isinstance(image, Image.Image):
+        return getattr(image, "filename", None) or None
+    return str(image)
+
+
+def error_record(layout_id: str, image: Optional[str], reason: str) -> dict[str, Any]:
+    """The record of a candidate that could not be scored."""
+    return {
+        "layout_id": layout_id, "image": image, "clis": None, "clis_i": None, "clis_l": None,
+        "global": None, "instances": [], "error": " ".join(reason.split()),
+    }
+
+
+@dataclass
+class Candidate:
+    """One (image, layout) pair to score."""
+
+    image: ImageInput
+    layout: Layout
+
+
+@dataclass
+class _Prepared:
+    candidate: Candidate
+    pil: Optional[Image.Image] = None
+    pixels: Optional[Tensor] = None  # [1 + n_objects, 3, S, S]: whole image, then one crop per object
+    error: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.pixels is None else int(self.pixels.shape[0])
+
+
+class ImageScorer:
+    """CLIS-I with a loaded CLIP encoder and an optional detector.
+
+    Args:
+        encoder: a :class:`clis.models.clip.ClipEncoder`.
+        detector: a :class:`clis.image_score.detection.Detector`, or None to skip the check.
+        config: weights and settings (:class:`ImageScoreConfig`).
+        text_cache: reuse a cache across scorers; by default an in-memory one is created.
+        batch_size: image rows (whole images plus crops) per encoder forward pass.
+        num_workers: background threads that decode and crop images (0: in this thread).
+        max_pixels: images with more pixels are recorded as errors without being decoded.
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        detector: Optional[Detector] = None,
+        config: Optional[ImageScoreConfig] = None,
+        text_cache: Optional[TextEmbeddingCache] = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        detector_batch_size: int = 4,
+    ):
+        self.encoder = encoder
+        self.detector = detector
+        self.config = config or ImageScoreConfig()
+        self.batch_size = max(1, int(batch_size))
+        self.num_workers = num_workers
+        self.max_pixels = max_pixels
+        self.detector_batch_size = max(1, int(detector_batch_size))
+        self.text_cache = text_cache or TextEmbeddingCache(
+            encoder.encode_texts, model_key(getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec})
+        )
+        self.logit_scale = self.config.grounding_logit_scale or encoder.logit_scale
+
+    # -- stage 1: load (runs in background threads) -------------------------------------------
+
+    def prepare(self, candidate: Candidate) -> _Prepared:
+        """Decode, crop and transform one candidate; failures become an error, not an exception."""
+        try:
+            image = open_image(candidate.image, self.max_pixels)
+            size = self.encoder.image_size
+            crops = [
+                region_crop(image, obj.bbox, size, self.config.crop_margin, self.config.min_crop_pixels)
+                for obj in candidate.layout.objects
+            ]
+            pixels = self.encoder.preprocess([image, *crops])
+        except ImageReadError as exc:
+            return _Prepared(candidate, error=str(exc))
+        except ValueError as exc:  # e.g. a box that misses the image entirely
+            return _Prepared(candidate, error=f"{image_reference(candidate.image)}: {exc}")
+        return _Prepared(candidate, pil=image if self.detector is not None else None, pixels=pixels)
+
+    # -- stage 2-4: encode, detect, combine ---------------------------------------------------
+
+    def _encode_pixels(self, pixels: Tensor) -> Tensor:
+        chunks = []
+        for start in range(0, pixels.shape[0], self.batch_size):
+            with torch.inference_mode():
+                chunks.append(self.encoder.encode_images(pixels[start : start + self.batch_size]).float())
+        return normalize(torch.cat(chunks)).cpu()
+
+    def _phrase_set(self, layout: Layout) -> tuple[list[str], list[int]]:
+        """The grounding vocabulary (layout phrases, then distractors) and each object's index in it."""
+        phrases = list(dict.fromkeys(obj.phrase for obj in layout.objects))
+        vocabulary = phrases + [d for d in self.config.distractors if d not in phrases]
+        return vocabulary, [phrases.index(obj.phrase) for obj in layout.objects]
+
+    def _detect(self, ready: list[_Prepared]) -> list[Optional[dict]]:
+        if self.detector is None:
+            return [None] * len(ready)
+        found: list[Optional[dict]] = []
+        for start in range(0, len(ready), self.detector_batch_size):
+            chunk = ready[start : start + self.detector_batch_size]
+            queries = [list(dict.fromkeys(self._query(o) for o in p.candidate.layout.objects)) for p in chunk]
+            found.extend(self.detector.detect([p.pil for p in chunk], queries))
+        return found
+
+    def _query(self, obj: Any) -> str:
+        return obj.label if self.config.detection.query == "label" else obj.phrase
+
+    def _detection_terms(self, layout: Layout, detections: dict) -> list[dict]:
+        """Per object: found / iou / score / count / expected_count / count_match."""
+        terms: list[dict] = [{} for _ in layout.objects]
+        groups: dict[str, list[int]] = {}
+        for k, obj in enumerate(layout.objects):
+            groups.setdefault(self._query(obj), []).append(k)
+        for query, members in groups.items():
+            found = detections[query]
+            boxes = xywh_to_xyxy(torch.tensor([layout.objects[k].bbox for k in members], dtype=torch.float32))
+            index, ious = match_detections(boxes, found.boxes)
+            for row, k in enumerate(members):
+                matched = int(index[row]) >= 0
+                terms[k] = {
+                    "found": matched,
+                    "iou": _round(float(ious[row])) if matched else 0.0,
+                    "score": _round(float(found.scores[index[row]])) if matched else None,
+                    "count": found.count,
+                    "expected_count": len(members),
+                    "count_match": found.count == len(members),
+                }
+        return terms
+
+    def _score_ready(self, ready: list[_Prepared]) -> list[dict]:
+        features = self._encode_pixels(torch.cat([p.pixels for p in ready]))
+        texts: list[str] = []
+        for p in ready:
+            texts.append(p.candidate.layout.caption)
+            texts.extend(self._phrase_set(p.candidate.layout)[0])
+        vocabulary = list(dict.fromkeys(t for t in texts if t.strip()))
+        text_features = dict(zip(vocabulary, self.text_cache.get(vocabulary)))
+        detections = self._detect(ready)
+        weights = self.config.weights
+        records, row = [], 0
+        for p, found in zip(ready, detections):
+            layout = p.candidate.layout
+            image_features = features[row : row + p.rows]
+            row += p.rows
+            global_score = None
+            if layout.caption.strip():
+                global_score = float(
+                    clip_alignment(image_features[:1], text_features[layout.caption][None], self.config.clip_scale)[0]
+                )
+            phrases, targets = self._phrase_set(layout)
+            phrase_features = torch.stack([text_features[t] for t in phrases])
+            own = phrase_features[targets]
+            crops = image_features[1:]
+            region = clip_alignment(crops, own, self.config.clip_scale)
+            grounding = grounding_probability(crops, phrase_features, torch.tensor(targets), self.logit_scale)
+            detection_terms = self._detection_terms(layout, found) if found is not None else [None] * len(targets)
+            instances, instance_scores = [], []
+            for k, obj in enumerate(layout.objects):
+                det = detection_terms[k]
+                score = instance_score(
+                    float(region[k]), float(grounding[k]), None if det is None else 100.0 * det["iou"],
+                    (weights.region, weights.grounding, weights.detection),
+                )
+                instance_scores.append(score)
+                instances.append({
+                    "object_id": obj.id, "label": obj.label, "phrase": obj.phrase, "bbox": list(obj.bbox),
+                    "region": _round(region[k]), "grounding": _round(grounding[k]), "detection": det,
+                    "score": _round(score),
+                })
+            try:
+                image_score = clis_i(global_score, instance_scores, (weights.global_, weights.instances))
+            except ValueError:  # no caption and a zero instance weight: nothing left to score with
+                image_score = None
+            records.append({
+                "layout_id": layout.id, "image": image_reference(p.candidate.image),
+                "clis": _round(image_score), "clis_i": _round(image_score), "clis_l": None,
+                "global": _round(global_score), "instances": instances, "error": None,
+            })
+        return records
+
+    def _score_batch(self, batch: list[_Prepared]) -> list[dict]:
+        ready = [p for p in batch if p.error is None]
+        scored = iter(self._score_ready(ready)) if ready else iter(())
+        records = []
+        for p in batch:
+            if p.error is not None:
+                records.append(error_record(p.candidate.layout.id, image_reference(p.candidate.image), p.error))
+            else:
+                records.append(next(scored))
+            p.pil = None  # free decoded pixels as soon as the batch is done
+        return records
+
+    def score_candidates(self, candidates: Iterable[Candidate]) -> Iterator[dict]:
+        """Score candidates in input order; crops of several candidates share forward passes."""
+        batch: list[_Prepared] = []
+        rows = 0
+        for prepared in prefetch_map(self.prepare, candidates, self.num_workers, depth=max(8, 2 * self.num_workers)):
+            batch.append(prepared)
+            rows += prepared.rows
+            if rows >= self.batch_size:
+                yield from self._score_batch(batch)
+                batch, rows = [], 0
+        if batch:
+            yield from self._score_batch(batch)
+
+    def score(self, image: ImageInput, layout: Layout) -> dict:
+        """Score one image against one layout (see the module example)."""
+        return next(self.score_candidates([Candidate(image, layout)]))
