@@ -1,0 +1,107 @@
+"""The leaderboard as Markdown (for READMEs and papers) and CSV (for other tools).
+
+The Markdown table prints each figure exactly as the HTML table does (same formatting
+function), so a number copied into a paper matches the published board. The CSV keeps full
+precision: one row per table row, with ``<metric>``, ``<metric>_ci_low`` and
+``<metric>_ci_high`` columns.
+
+Example:
+    >>> from leaderboard.schema import parse_result
+    >>> from leaderboard.table import build_boards
+    >>> result = parse_result({"schema": "clis.bench/1", "study": "compare",
+    ...     "metrics": [{"key": "clis_mean", "label": "CLIS"}],
+    ...     "rows": [{"name": "a|b", "values": {"clis_mean": {"value": 61.25}}}]}, "r.json")
+    >>> print(board_to_markdown(build_boards([result])[0]))
+    | # | Name | CLIS ↑ |
+    |---:|---|---:|
+    | 1 | a\\|b | 61.25 |
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from leaderboard.table import Board
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def escape_markdown(text: str) -> str:
+    """Make user text inert in a Markdown table cell.
+
+    ``|`` would split the cell and ``* _ [ ] ` #`` would format it, so they are backslash
+    escaped; ``< > &`` become HTML entities because Markdown renderers pass raw HTML through
+    (a label ``<script>`` must show as text there too); newlines would end the row.
+    """
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return " ".join(text.split())
+
+
+def direction_mark(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def board_to_markdown(board: Board) -> str:
+    """One study's table as a GitHub-flavoured Markdown table (no trailing newline)."""
+    header = ["#", "Name", *(f"{escape_markdown(c.title)} {direction_mark(c.higher_is_better)}" for c in board.columns)]
+    align = ["---:", "---", *("---:" for _ in board.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    for row in board.rows:
+        cells = [str(row.rank), escape_markdown(row.name), *(board.cell(row, c.key) for c in board.columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def boards_to_markdown(boards: list[Board], title: str) -> str:
+    """Every table, each under a heading, with its metric definitions below it."""
+    parts = [f"# {escape_markdown(title)}", ""]
+    for board in boards:
+        parts += [f"## {escape_markdown(board.study)}", "", board_to_markdown(board), ""]
+        if board.columns:
+            parts.append("Intervals in brackets are bootstrap confidence intervals.")
+            parts.append("")
+        for column in board.columns:
+            definition = escape_markdown(column.description) if column.description else "(no description)"
+            better = "higher is better" if column.higher_is_better else "lower is better"
+            parts.append(f"- **{escape_markdown(column.title)}** (`{column.key}`): {definition}; {better}.")
+        for note in board.notes:
+            parts.append(f"- Note: {escape_markdown(note)}")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def boards_to_frame(boards: list[Board]) -> pd.DataFrame:
+    """Every table row as one flat record (full precision, nulls as empty cells)."""
+    records = []
+    for board in boards:
+        for row in board.rows:
+            record: dict[str, object] = {
+                "study": board.study,
+                "rank": row.rank,
+                "name": row.name,
+                "n_images": row.row.n_images,
+                "n_layouts": row.row.n_layouts,
+            }
+            for column in board.columns:
+                interval = row.row.values.get(column.key)
+                record[column.key] = None if interval is None else interval.value
+                record[f"{column.key}_ci_low"] = None if interval is None else interval.ci_low
+                record[f"{column.key}_ci_high"] = None if interval is None else interval.ci_high
+            record["clis_version"] = row.result.clis_version
+            record["source"] = row.result.source.name if row.result.source else None
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def write_exports(boards: list[Board], title: str, out_dir: Path) -> dict[str, Path]:
+    """Write ``leaderboard.md`` and ``leaderboard.csv`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown_path = out_dir / "leaderboard.md"
+    markdown_path.write_text(boards_to_markdown(boards, title), encoding="utf-8")
+    csv_path = out_dir / "leaderboard.csv"
+    boards_to_frame(boards).to_csv(csv_path, index=False)
+    return {"markdown": markdown_path, "csv": csv_path}

@@ -1,0 +1,193 @@
+"""Turn result files into leaderboard tables: one table per study, one row per compared thing.
+
+Rows of several result files of the same study share a table (submitting a new generator's
+result file adds a row); rows of different studies (``compare`` ranks generators,
+``correlate`` ranks score columns) never mix.
+
+Example:
+    >>> from leaderboard.schema import parse_result
+    >>> result = parse_result({
+    ...     "schema": "clis.bench/1", "study": "compare",
+    ...     "metrics": [{"key": "clis_mean", "label": "CLIS (mean)"}],
+    ...     "rows": [
+    ...         {"name": "gligen", "values": {"clis_mean": {"value": 61.2, "ci_low": 58.9, "ci_high": 63.4}}},
+    ...         {"name": "instdiff", "values": {"clis_mean": {"value": 70.0}}},
+    ...     ]}, "result.json")
+    >>> board = build_boards([result])[0]
+    >>> [row.name for row in board.rows]
+    ['instdiff', 'gligen']
+    >>> board.cell(board.rows[1], "clis_mean")
+    '61.20 [58.90, 63.40]'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from leaderboard.config import LeaderboardConfig
+from leaderboard.schema import BenchResult, Interval, MetricDef, ResultRow
+
+# Shown for a figure that is null; the same string in HTML and Markdown.
+MISSING = "–"
+
+
+def format_number(value: float | None, decimals: int) -> str:
+    return MISSING if value is None else f"{value:.{decimals}f}"
+
+
+def format_interval(interval: Interval | None, decimals: int) -> str:
+    """``61.2 (58.9..63.4)`` as ``"61.20 [58.90, 63.40]"``; the interval is left out when null."""
+    if interval is None or interval.value is None:
+        return MISSING
+    text = format_number(interval.value, decimals)
+    if interval.ci_low is not None and interval.ci_high is not None:
+        text += f" [{format_number(interval.ci_low, decimals)}, {format_number(interval.ci_high, decimals)}]"
+    return text
+
+
+def slugify(text: str, fallback: str = "row") -> str:
+    """A file-name-safe slug: only ``a-z0-9-`` ever reaches a path or a URL built from user text."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48]
+    return slug or fallback
+
+
+@dataclass
+class Column:
+    key: str
+    title: str
+    description: str
+    higher_is_better: bool
+    decimals: int
+
+
+@dataclass
+class BoardRow:
+    """One row of a table, with the result file it came from."""
+
+    name: str
+    row: ResultRow
+    result: BenchResult
+    slug: str = ""
+    rank: int = 0
+
+    def value(self, key: str) -> float | None:
+        interval = self.row.values.get(key)
+        return None if interval is None else interval.value
+
+
+@dataclass
+class Board:
+    """One table: every row of one study, sorted by the default sort column."""
+
+    study: str
+    columns: list[Column]
+    rows: list[BoardRow]
+    sources: list[BenchResult]
+    sort_key: str | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.study, "study")
+
+    def column(self, key: str) -> Column:
+        for column in self.columns:
+            if column.key == key:
+                return column
+        raise KeyError(key)
+
+    def cell(self, row: BoardRow, key: str) -> str:
+        return format_interval(row.row.values.get(key), self.column(key).decimals)
+
+    @property
+    def sort_descending(self) -> bool:
+        return self.sort_key is None or self.column(self.sort_key).higher_is_better
+
+
+def _columns(results: list[BenchResult], config: LeaderboardConfig, notes: list[str]) -> list[Column]:
+    defined: dict[str, MetricDef] = {}
+    for result in results:
+        for metric in result.metrics:
+            defined.setdefault(metric.key, metric)
+    if config.metrics:
+        keys = [key for key in config.metrics if key in defined]
+        absent = [key for key in config.metrics if key not in defined]
+        if absent and keys:
+            notes.append(f"metrics in the config that no result file of this study has: {', '.join(absent)}")
+        if not keys:
+            # A config written for another study must not blank the table: show everything.
+            keys = list(defined)
+    else:
+        keys = list(defined)
+    return [
+        Column(
+            key=key,
+            title=defined[key].title,
+            description=defined[key].description,
+            higher_is_better=defined[key].higher_is_better,
+            decimals=config.decimals_for(key),
+        )
+        for key in keys
+    ]
+
+
+def _sort_rows(rows: list[BoardRow], key: str | None, descending: bool) -> list[BoardRow]:
+    if key is None:
+        return sorted(rows, key=lambda r: r.name)
+    present = [r for r in rows if r.value(key) is not None]
+    missing = [r for r in rows if r.value(key) is None]
+    present.sort(key=lambda r: r.name)
+    present.sort(key=lambda r: r.value(key), reverse=descending)  # stable: ties stay by name
+    return present + sorted(missing, key=lambda r: r.name)
+
+
+def _differing_settings(results: list[BenchResult]) -> list[str]:
+    keys = sorted({k for r in results for k in r.settings})
+    return [k for k in keys if len({repr(r.settings.get(k)) for r in results}) > 1]
+
+
+def build_boards(results: list[BenchResult], config: LeaderboardConfig | None = None) -> list[Board]:
+    """Group rows by study into sorted tables; ``compare`` (generators) comes first."""
+    config = config or LeaderboardConfig()
+    studies: dict[str, list[BenchResult]] = {}
+    for result in results:
+        studies.setdefault(result.study, []).append(result)
+    order = sorted(studies, key=lambda s: (s != "compare", s))
+    boards = []
+    used_slugs: set[str] = set()
+    for study in order:
+        members = studies[study]
+        notes: list[str] = []
+        columns = _columns(members, config, notes)
+        keys = [c.key for c in columns]
+        sort_key = next((k for k in config.sort_by if k in keys), keys[0] if keys else None)
+        rows = []
+        names: dict[str, int] = {}
+        for result in members:
+            for row in result.rows:
+                names[row.name] = names.get(row.name, 0) + 1
+        for result in members:
+            for row in result.rows:
+                name = row.name
+                if names[name] > 1 and result.source is not None:
+                    # The same name in two submissions: keep both, told apart by their file.
+                    name = f"{row.name} ({result.source.name})"
+                rows.append(BoardRow(name=name, row=row, result=result))
+        board = Board(study=study, columns=columns, rows=[], sources=members, sort_key=sort_key, notes=notes)
+        board.rows = _sort_rows(rows, sort_key, board.sort_descending)
+        for rank, board_row in enumerate(board.rows, start=1):
+            board_row.rank = rank
+            base = f"{board.slug}-{slugify(board_row.name)}"
+            slug, k = base, 2
+            while slug in used_slugs:
+                slug, k = f"{base}-{k}", k + 1
+            used_slugs.add(slug)
+            board_row.slug = slug
+        differing = _differing_settings(members)
+        if differing:
+            notes.append(
+                "rows come from runs with different settings (" + ", ".join(differing) + "); compare them with care"
+            )
+        boards.append(board)
+    return boards

@@ -1,0 +1,1 @@
+"""Jinja2 templates of the leaderboard site (package data; a package so that it ships in wheels)."""
