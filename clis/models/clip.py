@@ -1,0 +1,128 @@
+"""One CLIP interface over transformers' ``CLIPModel`` and open_clip models.
+
+Metrics only ever see :class:`ClipEncoder`: ``preprocess`` PIL images into a pixel tensor,
+``encode_images`` / ``encode_texts`` into (unnormalised) embeddings. For the transformers
+backend the outputs are exactly ``CLIPModel.get_image_features`` / ``get_text_features`` on
+``CLIPProcessor`` inputs, which is what torchmetrics' ``CLIPScore`` computes with.
+
+Long captions are truncated to the model's context length, like every CLIP tool does, but
+never silently: ``encode_texts`` returns one ``truncated`` flag per text.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from clis.errors import ModelSpecError
+
+
+class ClipEncoder:
+    """Encode images and texts with a loaded CLIP model (``task="clip"``).
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> from clis.models import load_model
+        >>> from clis.testing import build_tiny_hf_clip
+        >>> enc = ClipEncoder(load_model(build_tiny_hf_clip(tempfile.mkdtemp()), "clip"))
+        >>> pixels = enc.preprocess([Image.new("RGB", (40, 30), "red")])
+        >>> enc.encode_images(pixels).shape[0]
+        1
+        >>> feats, truncated = enc.encode_texts(["a red cup", "word " * 100])
+        >>> truncated
+        [False, True]
+    """
+
+    def __init__(self, loaded):
+        if loaded.task != "clip":
+            raise ModelSpecError(f"model {loaded.spec} was loaded for task {loaded.task!r}, not 'clip'")
+        self.loaded = loaded
+        self.model = loaded.model
+        self.backend = loaded.backend
+        if self.backend == "open_clip":
+            self._preprocess = loaded.processor["preprocess"]
+            self._tokenizer = loaded.processor["tokenizer"]
+        else:
+            self._processor = loaded.processor
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square the images are resized/cropped to."""
+        if self.backend == "open_clip":
+            size = self.model.visual.image_size
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+        crop = getattr(self._processor.image_processor, "crop_size", None)
+        if isinstance(crop, dict) and "height" in crop:
+            return int(crop["height"])
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def context_length(self) -> int:
+        """Maximum number of text tokens, start and end tokens included."""
+        if self.backend == "open_clip":
+            return int(self._tokenizer.context_length)
+        return int(self.model.config.text_config.max_position_embeddings)
+
+    @property
+    def logit_scale(self) -> float:
+        """The learned temperature, already exponentiated (100.0 for OpenAI CLIP)."""
+        return float(self.model.logit_scale.detach().float().exp().item())
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> pixel tensor ``[N, 3, image_size, image_size]`` (the model's own transform)."""
+        rgb = [im.convert("RGB") for im in images]
+        if not rgb:
+            return torch.empty(0, 3, self.image_size, self.image_size)
+        if self.backend == "open_clip":
+            return torch.stack([self._preprocess(im) for im in rgb])
+        return self._processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel tensor -> image embeddings ``[N, D]`` (not normalised)."""
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        if self.backend == "open_clip":
+            return self.model.encode_image(pixels)
+        out = self.model.get_image_features(pixel_values=pixels)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    # -- texts ----------------------------------------------------------------------------------
+
+    def _token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token counts, start/end tokens included."""
+        if self.backend == "open_clip":
+            inner = getattr(self._tokenizer, "tokenizer", None)
+            if inner is not None:  # open_clip HFTokenizer wraps a transformers tokenizer
+                return [len(ids) for ids in inner(list(texts), truncation=False, verbose=False)["input_ids"]]
+            return [len(self._tokenizer.encode(t)) + 2 for t in texts]
+        tokenizer = self._processor.tokenizer
+        return [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Texts -> (embeddings ``[N, D]`` not normalised, one ``truncated`` flag per text)."""
+        texts = list(texts)
+        truncated = [n > self.context_length for n in self._token_counts(texts)]
+        if self.backend == "open_clip":
+            tokens = self._tokenizer(texts).to(self.device)
+            return self.model.encode_text(tokens), truncated
+        batch = self._processor.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
+        ).to(self.device)
+        out = self.model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return (out if isinstance(out, torch.Tensor) else out.pooler_output), truncated
