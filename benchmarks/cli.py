@@ -1,0 +1,173 @@
+"""``clis bench ...``: the metric-validation studies on the command line.
+
+Each command writes ``<out>/result.json`` (schema ``clis.bench/1``, see
+docs/results-schema.md) with its plots as PNG and SVG beside it, and prints a summary table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.results import BenchResult
+from benchmarks.stats import BootstrapConfig
+from clis.errors import ClisError
+
+app = typer.Typer(
+    name="bench",
+    help="Validate the metric (correlate, pairwise, corrupt, buckets, downstream) and compare generators.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+OutOption = typer.Option(..., "--out", "-o", help="Folder for result.json and the plots.")
+BootstrapOption = typer.Option(1000, "--bootstrap", min=50, help="Bootstrap resamples per interval.")
+ConfidenceOption = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals.")
+SeedOption = typer.Option(0, "--seed", help="Seed of the bootstrap (and of random corruptions).")
+NoPlotOption = typer.Option(False, "--no-plot", help="Skip the seaborn figures.")
+
+
+def _bootstrap(resamples: int, confidence: float, seed: int) -> BootstrapConfig:
+    return BootstrapConfig(n_resamples=resamples, confidence=confidence, seed=seed)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def print_result(result: BenchResult, out: Path) -> None:
+    """A rich table: one line per row, ``value [low, high]`` per metric."""
+    table = Table(title=f"clis bench {result.study}", show_lines=False)
+    table.add_column("name", style="bold")
+    table.add_column("n", justify="right")
+    keys = [m.key for m in result.metrics if any(m.key in r.values for r in result.rows)]
+    labels = {m.key: m.label for m in result.metrics}
+    for key in keys:
+        table.add_column(labels[key], justify="right")
+    for row in result.rows:
+        cells = []
+        for key in keys:
+            interval = row.values.get(key)
+            if interval is None:
+                cells.append("")
+            elif interval.ci_low is None or interval.ci_high is None:
+                cells.append(_fmt(interval.value))
+            else:
+                cells.append(f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]")
+        # What a row's n counts depends on the study: pairs, measured points or images.
+        extra = row.model_extra or {}
+        n = extra.get("n_pairs", extra.get("n_points", row.n_images))
+        table.add_row(row.name, _fmt(n), *cells)
+    console.print(table)
+    console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""))
+
+
+def _run(func, out: Path, *args, **kwargs) -> None:
+    """Run a study; user errors become one line and exit code 2 (also under CliRunner)."""
+    try:
+        result = func(*args, **kwargs)
+    except ClisError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    print_result(result, out)
+
+
+@app.command()
+def correlate(
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score`."),
+    targets: Path = typer.Argument(..., help="CSV with an 'image' or 'layout_id' column and a numeric target."),
+    out: Path = OutOption,
+    target: Optional[str] = typer.Option(None, "--target", help="Target column (default: the only numeric one)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also report per value of this column (e.g. generator)."),
+    aggregate: str = typer.Option("mean", "--aggregate", help="Per-layout targets: mean or max of the candidates' scores."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Spearman, Kendall and Pearson between each score and a target, with bootstrap intervals."""
+    from benchmarks.correlate import correlate as run
+
+    _run(run, out, scores, targets, out, target=target, by=by, aggregate=aggregate,
+         bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+
+
+@app.command()
+def pairwise(
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score`."),
+    preferences: Path = typer.Argument(..., help="CSV with image_a, image_b, chosen (a, b, tie or an image id)."),
+    out: Path = OutOption,
+    score_ties: str = typer.Option("drop", "--score-ties", help="Pairs a score rates equal: drop, loss or half."),
+    tie_tolerance: float = typer.Option(0.0, "--tie-tolerance", min=0.0, help="Score differences up to this are ties."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also report per value of this preferences column."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Agreement of each score with human A/B choices, with Wilson (or bootstrap) intervals."""
+    from benchmarks.pairwise import pairwise as run
+
+    _run(run, out, scores, preferences, out, score_ties=score_ties, tie_tolerance=tie_tolerance, by=by,
+         bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+
+
+@app.command()
+def buckets(
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score`."),
+    layouts: Path = typer.Option(..., "--layouts", "-l", help="The layouts the candidates were scored against."),
+    out: Path = OutOption,
+    edges: str = typer.Option("70,75,80,85", "--edges", help="Comma-separated bucket edges (or thresholds)."),
+    score: str = typer.Option("clis", "--score", help="Score column to bucket by: clis, clis_i, clis_l, global, ..."),
+    mode: str = typer.Option("buckets", "--mode", help="buckets ([lo, hi) ranges) or thresholds (score >= t)."),
+    open_ends: bool = typer.Option(False, "--open-ends", help="Add buckets below the first and above the last edge."),
+    best_only: bool = typer.Option(False, "--best-only", help="Keep only each layout's best candidate."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="COCO file_name is relative to this folder."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Split scored candidates into score buckets, one COCO subset each, ready to train a detector."""
+    from benchmarks.buckets import buckets as run, parse_edges
+
+    try:
+        parsed = parse_edges(edges)
+    except ClisError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code) from None
+    _run(run, out, scores, layouts, out, edges=parsed, score=score, mode=mode, open_ends=open_ends,
+         best_only=best_only, image_root=image_root, bootstrap=_bootstrap(bootstrap, confidence, seed),
+         plot=not no_plot)
+
+
+@app.command()
+def downstream(
+    results: Path = typer.Argument(..., help="CSV of the accuracy you measured per bucket (bucket or lo,hi or threshold)."),
+    out: Path = OutOption,
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric column (default: the only numeric one)."),
+    by: Optional[str] = typer.Option(None, "--by", help="One series per value of this column (e.g. score)."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Correlate the downstream accuracy per bucket with the bucket's score; draw the bucket figure."""
+    from benchmarks.buckets import downstream as run
+
+    _run(run, out, results, out, metric=metric, by=by, bootstrap=_bootstrap(bootstrap, confidence, seed),
+         plot=not no_plot)

@@ -1,0 +1,124 @@
+"""Seaborn figures of the studies, saved as PNG and SVG next to the result file.
+
+Every function takes a tidy pandas table, draws one figure and returns the file names it
+wrote (relative to ``out_dir``), which go into the result's ``figures`` list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never open a window, work on headless machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def save(fig: plt.Figure, out_dir: str | os.PathLike, stem: str) -> list[str]:
+    """Write ``<stem>.png`` and ``<stem>.svg`` and close the figure."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for ext in ("png", "svg"):
+        fig.savefig(out_dir / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
+        names.append(f"{stem}.{ext}")
+    plt.close(fig)
+    return names
+
+
+def scatter_fit(data: pd.DataFrame, target: str, out_dir: str | os.PathLike, hue: str | None = None) -> list[str]:
+    """One panel per score column: target vs score with a least-squares fit and its band.
+
+    ``data`` is long: columns ``score_name``, ``score`` and ``target`` (plus ``hue``).
+    """
+    panels = data["score_name"].nunique()
+    grid = sns.lmplot(
+        data=data, x="score", y="target", col="score_name", hue=hue,
+        col_wrap=min(panels, 4), height=3.0, facet_kws={"sharex": False, "sharey": True},
+        scatter_kws={"s": 14, "alpha": 0.7}, ci=95, n_boot=200, seed=0,
+    )
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("score", target)
+    return save(grid.figure, out_dir, "correlate")
+
+
+def interval_points(
+    data: pd.DataFrame, x: str, y: str, out_dir: str | os.PathLike, stem: str, *,
+    hue: str | None = None, reference: float | None = None, xlabel: str | None = None,
+) -> list[str]:
+    """Point estimates with their intervals as horizontal error bars (one line per ``y``).
+
+    ``data`` holds ``x`` (value), ``ci_low``, ``ci_high`` and ``y`` (a category).
+    """
+    data = data.dropna(subset=[x])
+    categories = list(dict.fromkeys(data[y]))
+    hues = list(dict.fromkeys(data[hue])) if hue else [None]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * max(len(categories) * max(len(hues), 1), 3) + 1))
+    palette = sns.color_palette(n_colors=len(hues))
+    step = 0.7 / max(len(hues), 1)
+    for h, (hue_value, colour) in enumerate(zip(hues, palette)):
+        part = data if hue is None else data[data[hue] == hue_value]
+        pos = np.array([categories.index(c) for c in part[y]]) + (h - (len(hues) - 1) / 2) * step
+        low = (part[x] - part["ci_low"].fillna(part[x])).clip(lower=0)
+        high = (part["ci_high"].fillna(part[x]) - part[x]).clip(lower=0)
+        ax.errorbar(part[x], pos, xerr=[low, high], fmt="o", color=colour, capsize=3,
+                    label=None if hue is None else str(hue_value))
+    if reference is not None:
+        ax.axvline(reference, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(categories)), categories)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel or x)
+    if hue:
+        ax.legend(title=hue, loc="best", fontsize="small")
+    return save(fig, out_dir, stem)
+
+
+def severity_lines(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str]:
+    """Mean score (as a change from the clean image) against severity, one panel per kind.
+
+    ``data`` is long: ``kind``, ``severity``, ``score_name``, ``delta``.
+    """
+    grid = sns.relplot(
+        data=data, x="severity", y="delta", hue="score_name", col="kind", kind="line",
+        col_wrap=4, height=2.6, marker="o", errorbar=("ci", 95), n_boot=200, seed=0,
+        facet_kws={"sharey": False},
+    )
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("severity", "score - clean score")
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="grey", linewidth=0.8)
+    return save(grid.figure, out_dir, "corrupt")
+
+
+def histogram_with_edges(values: pd.Series, edges: list[float], score: str, out_dir: str | os.PathLike) -> list[str]:
+    """Distribution of a score with the bucket edges marked."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    sns.histplot(values.dropna(), bins=30, ax=ax)
+    for edge in edges:
+        ax.axvline(edge, color="crimson", linestyle="--", linewidth=1)
+    ax.set_xlabel(score)
+    ax.set_ylabel("candidates")
+    return save(fig, out_dir, "buckets")
+
+
+def bucket_bars(data: pd.DataFrame, metric: str, out_dir: str | os.PathLike, series: str | None = None) -> list[str]:
+    """The paper's bucket figure: downstream metric per score bucket, bars in bucket order."""
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * data["bucket"].nunique() + 2), 3.4))
+    sns.barplot(data=data, x="bucket", y="metric", hue=series, ax=ax, errorbar=("ci", 95) if data.duplicated(
+        subset=["bucket"] + ([series] if series else [])).any() else None, n_boot=200, seed=0)
+    low = float(data["metric"].min())
+    high = float(data["metric"].max())
+    pad = max((high - low) * 0.5, abs(high) * 0.02, 1e-6)
+    ax.set_ylim(low - pad, high + pad)  # the differences, not the absolute level, are the point
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.1f", fontsize="small")
+    ax.set_xlabel("score bucket")
+    ax.set_ylabel(metric)
+    return save(fig, out_dir, "downstream")
