@@ -1,0 +1,117 @@
+"""The built leaderboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+Checks what only a browser can: the page loads with no console errors and no network
+request, the table has the expected rows, clicking a header re-sorts it, and a malicious
+label is shown as text (no script runs, no dialog opens). A screenshot is saved in the test's
+tmp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from leaderboard.config import LeaderboardConfig
+from leaderboard.site import build_site
+from test_leaderboard import GENERATORS, MALICIOUS, write_bench
+
+CHROMIUM = os.environ.get("CLIS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file(),
+    reason=f"no Chromium at {CHROMIUM} (install Debian's chromium: apt-get install -y chromium)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page with every console message, page error, dialog and non-file request recorded."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
+        self.console: list[str] = []
+        self.dialogs: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        self.page.on("dialog", self._dialog)
+        self.page.on("request", lambda r: None if r.url.startswith(("file://", "data:")) else self.requests.append(r.url))
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self, path: Path) -> None:
+        self.page.goto(path.resolve().as_uri())
+        self.page.wait_for_load_state("load")
+
+    def names(self) -> list[str]:
+        return self.page.locator("#board-compare tbody tr td.name").all_inner_texts()
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture()
+def site(tmp_path):
+    return build_site([write_bench(tmp_path)], tmp_path / "site", LeaderboardConfig(thumbnails=2))
+
+
+def test_leaderboard_in_headless_chromium(browser, site, tmp_path):
+    watched = Watched(browser)
+    try:
+        watched.open(site.index)
+        by_clis = sorted(GENERATORS, key=lambda n: GENERATORS[n][0], reverse=True)
+        assert watched.names() == by_clis
+        header = watched.page.locator("#board-compare thead th", has_text="CLIS (mean)")
+        assert header.get_attribute("aria-sort") == "descending"
+        watched.page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
+
+        # Clicking a header re-sorts the table: CLIS-I first descending, then ascending.
+        watched.page.locator("#board-compare thead th button", has_text="CLIS-I").click()
+        by_clis_i = sorted(GENERATORS, key=lambda n: GENERATORS[n][3], reverse=True)
+        assert watched.names() == by_clis_i
+        watched.page.locator("#board-compare thead th button", has_text="CLIS-I").click()
+        assert watched.names() == list(reversed(by_clis_i))
+        watched.page.locator("#board-compare thead th button", has_text="Name").click()
+        assert watched.names() == sorted(GENERATORS, key=str.lower)
+
+        # The malicious generator name is text: it is visible as typed and no script ran.
+        assert MALICIOUS in watched.names()
+        assert watched.page.locator("script").count() == 1  # the sorter only
+
+        # A row page: its malicious instance label and caption are text too.
+        watched.page.locator("#board-compare a", has_text="gligen").click()
+        watched.page.wait_for_load_state("load")
+        labels = watched.page.locator("table.instances tbody td:nth-child(4)").all_inner_texts()
+        assert MALICIOUS in labels
+        assert watched.page.locator("script").count() == 1
+        assert watched.page.locator(".thumb img").count() == 4
+        assert all(
+            watched.page.evaluate("img => img.complete && img.naturalWidth > 0", img.element_handle())
+            for img in watched.page.locator("img").all()
+        )
+        watched.page.screenshot(path=str(tmp_path / "row.png"), full_page=True)
+        if os.environ.get("CLIS_LEADERBOARD_SCREENSHOT"):
+            shutil.copyfile(tmp_path / "leaderboard.png", os.environ["CLIS_LEADERBOARD_SCREENSHOT"])
+
+        assert watched.console == []
+        assert watched.dialogs == []
+        assert watched.requests == []
+    finally:
+        watched.close()
