@@ -15,6 +15,7 @@ from rich.console import Console
 from clis.errors import ClisError
 from leaderboard.config import DEFAULT_CONFIG_PATH, DEFAULT_RESULTS_DIR, load_config
 from leaderboard.site import build_site
+from leaderboard.submit import add_result
 
 app = typer.Typer(
     name="leaderboard",
@@ -66,3 +67,25 @@ def build(
         err_console.print(f"note: {note}", markup=False)
     if len(report.notes) > SHOWN_NOTES:
         err_console.print(f"note: ... and {len(report.notes) - SHOWN_NOTES} more (shown on the row pages)", markup=False)
+
+
+@app.command()
+def add(
+    results: list[Path] = typer.Argument(..., help="Result files (schema clis.bench/1) to keep on the board."),
+    results_dir: Path = typer.Option(
+        DEFAULT_RESULTS_DIR, "--results-dir", help="Folder of kept result files that `build` reads by default."
+    ),
+    name: Optional[str] = typer.Option(None, "--name", help="Submission name (default: the result file's folder)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a kept submission of the same name."),
+) -> None:
+    """Keep result files (with the scores and layouts files their rows name) for the next build."""
+    if name is not None and len(results) > 1:
+        err_console.print("error: --name needs exactly one result file", markup=False)
+        raise typer.Exit(2)
+    try:
+        for path in results:
+            kept = add_result(path, results_dir, name=name, replace=replace)
+            console.print(f"kept {path} as {kept}", markup=False)
+    except ClisError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code) from None

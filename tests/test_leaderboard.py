@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -484,3 +485,35 @@ def test_site_needs_no_network_and_every_link_resolves(site):
             assert target.exists(), (page, link)
     css = (site.out_dir / "assets" / "style.css").read_text() + (site.out_dir / "assets" / "sort.js").read_text()
     assert "http" not in css and "@import" not in css
+
+
+# --- keeping submissions -----------------------------------------------------------------
+
+
+def test_add_keeps_a_submission_that_rebuilds_with_its_row_pages(bench, tmp_path, capsys):
+    kept_dir = tmp_path / "kept"
+    # instdiff names a scores file that does not exist: the submission is refused, naming it.
+    code = clis_main(["leaderboard", "add", str(bench), "--results-dir", str(kept_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "rows[1] ('instdiff'): scores_file" in err
+
+    document = json.loads(bench.read_text())
+    del document["rows"][1]["scores_file"]
+    bench.write_text(json.dumps(document))
+    assert clis_main(["leaderboard", "add", str(bench), "--results-dir", str(kept_dir), "--name", "run1"]) == 0
+    kept = kept_dir / "compare-run1" / "result.json"
+    assert (kept_dir / "compare-run1" / "gligen" / "scores.jsonl").read_text() == (
+        bench.parent / "gligen" / "scores.jsonl"
+    ).read_text()
+    # Adding it again under the same name is refused unless --replace.
+    assert clis_main(["leaderboard", "add", str(bench), "--results-dir", str(kept_dir), "--name", "run1"]) == 2
+    assert clis_main(["leaderboard", "add", str(bench), "--results-dir", str(kept_dir), "--name", "run1", "--replace"]) == 0
+
+    # The original folder can go away: the kept copy still draws gligen's candidates.
+    moved = tmp_path / "moved"
+    shutil.move(str(bench.parent), moved)
+    report = build_site([kept_dir], tmp_path / "site", LeaderboardConfig(thumbnails=1))
+    assert load_result(kept).rows[0].values["clis_mean"].value == GENERATORS["gligen"][0]
+    gligen = page_for(report, "gligen").read_text()
+    assert "rows/compare-gligen/best-1.png" in gligen and "not found" not in gligen
