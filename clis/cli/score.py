@@ -1,0 +1,188 @@
+"""``clis score IMAGES LAYOUTS``: CLIS-I (and CLIS-L when available) for every candidate image.
+
+Writes ``scores.jsonl`` (one line per candidate, in input order) with a manifest beside it,
+optionally a CSV, and prints a summary table. Exit codes: 0 all scored, 1 some candidates
+failed (they are error records in the output), 2 bad input or missing model weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from clis.errors import ClisError, InputError
+
+# --weight NAME=VALUE: which config group each name belongs to.
+WEIGHT_NAMES = {
+    "global": "weights", "instances": "weights", "region": "weights", "grounding": "weights",
+    "detection": "weights", "image": "combine", "layout": "combine",
+}
+CSV_COLUMNS = (
+    "layout_id", "image", "clis", "clis_i", "clis_l", "global",
+    "mean_instance", "min_instance", "n_instances", "n_found", "error",
+)
+SUMMARY_FIELDS = ("clis", "clis_i", "clis_l", "global")
+
+
+def parse_weights(items: list[str]) -> dict[str, dict[str, float]]:
+    """``["global=0.6", "layout=0"]`` -> ``{"weights": {"global": 0.6}, "combine": {"layout": 0.0}}``."""
+    groups: dict[str, dict[str, float]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in WEIGHT_NAMES:
+            raise InputError(
+                f"--weight {item!r}: expected NAME=VALUE with NAME one of {', '.join(WEIGHT_NAMES)}"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"--weight {item!r}: {value!r} is not a number") from None
+        groups.setdefault(WEIGHT_NAMES[name], {})[name] = number
+    return groups
+
+
+def csv_row(record: dict) -> dict[str, Any]:
+    scores = [i["score"] for i in record["instances"] if i.get("score") is not None]
+    found = [i for i in record["instances"] if (i.get("detection") or {}).get("found")]
+    row = {key: record.get(key) for key in ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "error")}
+    row.update(
+        mean_instance=round(sum(scores) / len(scores), 4) if scores else None,
+        min_instance=min(scores) if scores else None,
+        n_instances=len(record["instances"]),
+        n_found=len(found) if any(i.get("detection") is not None for i in record["instances"]) else None,
+    )
+    return row
+
+
+def write_csv(records: list[dict], path: Path) -> None:
+    """One row per candidate; per-object detail stays in the JSONL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: ("" if v is None else v) for k, v in csv_row(record).items()})
+
+
+def summary_table(records: list[dict], resumed: int, missing: list[str], out: Path) -> Table:
+    failed = sum(r["error"] is not None for r in records)
+    table = Table(title=f"clis score -> {out}")
+    table.add_column("", style="bold")
+    for column in ("mean", "median", "min", "max", "n"):
+        table.add_column(column, justify="right")
+    for key in SUMMARY_FIELDS:
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            table.add_row(key, *(f"{v:.2f}" for v in (statistics.fmean(values), statistics.median(values),
+                                                    min(values), max(values))), str(len(values)))
+        else:
+            table.add_row(key, "-", "-", "-", "-", "0")
+    table.caption = (
+        f"{len(records)} candidates: {len(records) - failed} scored, {failed} failed"
+        + (f", {resumed} kept from the previous run" if resumed else "")
+        + (f"; {len(missing)} layouts have no images" if missing else "")
+    )
+    return table
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def score(
+    images: Path = typer.Argument(..., help="Folder of candidate images (images/<id>.png, images/<id>/*.png, ...)."),
+    layouts: Path = typer.Argument(..., help="layouts.json, an ACP scene-graph JSON or a COCO instances JSON."),
+    out: Path = typer.Option(Path("scores.jsonl"), "--out", "-o", help="Output JSONL, one line per candidate."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per candidate."),
+    image_model: Optional[str] = typer.Option(None, "--image-model", help="CLIP spec or local PATH."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Detector spec, local PATH, or 'none'."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images + crops per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ..."),
+    no_layout_score: bool = typer.Option(False, "--no-layout-score", help="Score images only (clis = clis_i)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished candidates in --out; score the rest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Settings file (.json, .toml, .yaml)."),
+    weight: list[str] = typer.Option(
+        [], "--weight", help="NAME=VALUE, repeatable; NAME: global, instances, region, grounding, detection, "
+        "image, layout."
+    ),
+    crop_margin: Optional[float] = typer.Option(None, "--crop-margin", help="Context around boxes (fraction)."),
+    distractor: list[str] = typer.Option([], "--distractor", help="Grounding distractor phrase (repeatable)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Larger images become error records."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Background image loader threads."),
+    embedding_cache: Optional[Path] = typer.Option(None, "--embedding-cache", help="SQLite text-embedding cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+) -> None:
+    """Score candidate images against their layouts (CLIS-I, plus CLIS-L when available)."""
+    from clis.cli import fail
+
+    try:
+        records, resumed, missing = _run(**locals())
+    except ClisError as exc:
+        raise fail(str(exc), exc.exit_code)
+    failed = [r for r in records if r["error"] is not None]
+    if not quiet:
+        Console(highlight=False, soft_wrap=True).print(summary_table(records, resumed, missing, out))
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for layout_id in missing:
+        err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
+    if failed:
+        err.print(f"error: {len(failed)} of {len(records)} candidates failed; first: {failed[0]['error']}", markup=False)
+        raise typer.Exit(1)
+
+
+def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image_model, detector, batch_size,
+         device, no_layout_score, resume, overwrite, config, weight, crop_margin, distractor, max_pixels,
+         num_workers, embedding_cache, quiet, **_: Any) -> tuple[list[dict], int, list[str]]:
+    from clis.formats import load_layouts
+    from clis.scorer import ScoreConfig, Scorer, check_layouts_in_canvas
+
+    overrides = _overrides(
+        image_model=image_model, detector=detector, batch_size=batch_size, device=device, crop_margin=crop_margin,
+        max_pixels=max_pixels, num_workers=num_workers,
+        embedding_cache=str(embedding_cache) if embedding_cache else None,
+        distractors=list(distractor) or None, layout_score=False if no_layout_score else None,
+    )
+    overrides.update(parse_weights(weight))
+    settings = ScoreConfig.from_file(config, **overrides) if config else ScoreConfig.checked(overrides, "options")
+
+    # Everything about the input is checked before any model is loaded.
+    if not images.is_dir():
+        raise InputError(f"{images}: images folder not found (or not a directory)")
+    layout_list = load_layouts(layouts)
+    check_layouts_in_canvas(layout_list, str(layouts))
+    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
+        raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+
+    scorer = Scorer(settings)
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, disable=quiet, transient=False,
+    )
+    task = progress.add_task("score", total=None)
+
+    def on_start(total: int, done: int) -> None:
+        progress.update(task, total=total, completed=done)
+
+    with progress:
+        records = scorer.score_folder(
+            images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
+            on_start=on_start, on_record=lambda _record: progress.advance(task),
+        )
+    scorer.close()
+    if csv_path is not None:
+        write_csv(records, csv_path)
+    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)

@@ -1,0 +1,437 @@
+"""The Python API of ``clis score``: build a :class:`Scorer` once, score pairs or whole folders.
+
+Example:
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> from clis.layout import Layout
+    >>> from clis.scorer import Scorer, ScoreConfig
+    >>> from clis.testing import build_tiny_hf_clip
+    >>> config = ScoreConfig(image_model=build_tiny_hf_clip(tempfile.mkdtemp()), detector="none", layout_score=False)
+    >>> scorer = Scorer(config)
+    >>> layout = Layout.model_validate({"id": "cup", "caption": "a red cup", "objects": [
+    ...     {"id": "cup-1", "label": "cup", "attributes": ["red"], "bbox": [0.2, 0.2, 0.5, 0.5]}]})
+    >>> record = scorer.score(Image.new("RGB", (64, 64), "red"), layout)
+    >>> record["clis"] == record["clis_i"], record["clis_l"], record["error"]
+    (True, None, None)
+
+``score_folder`` writes ``scores.jsonl`` incrementally (one flushed line per candidate) with a
+manifest beside it, so an interrupted run loses nothing and ``resume=True`` continues it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import clis
+from clis.errors import InputError, ModelUnavailableError
+from clis.image_score.config import ImageScoreConfig
+from clis.image_score.detection import Detector
+from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
+from clis.image_score.functional import weighted_mean
+from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput
+from clis.image_score.text_cache import TextEmbeddingCache, model_key
+from clis.layout import Layout
+
+RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error")
+
+
+class CombineWeights(BaseModel):
+    """``clis = (image * clis_i + layout * clis_l) / (image + layout)`` when clis_l exists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: float = Field(0.5, ge=0)
+    layout: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "CombineWeights":
+        if self.image + self.layout <= 0:
+            raise ValueError("combine: image + layout must be > 0")
+        return self
+
+
+class ScoreConfig(ImageScoreConfig):
+    """Everything ``clis score`` needs, as plain data (JSON, TOML or YAML file, or keywords).
+
+    Inherits the CLIS-I settings (``weights``, ``crop_margin``, ``distractors``, ...) from
+    :class:`clis.image_score.config.ImageScoreConfig` and adds the models and the run settings.
+    ``layout`` is passed to ``clis.layout_score.LayoutScoreConfig`` unchanged.
+    """
+
+    image_model: str = Field(default_factory=lambda: _default("DEFAULT_CLIP"))
+    detector: str = Field(default_factory=lambda: _default("DEFAULT_DETECTOR"))  # a spec, or "none"
+    device: str = "cpu"
+    dtype: Optional[str] = None
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(2, ge=0)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    embedding_cache: Optional[str] = None  # SQLite file for text embeddings shared across runs
+    layout_score: bool = True
+    layout: dict[str, Any] = Field(default_factory=dict)
+    combine: CombineWeights = Field(default_factory=CombineWeights)
+
+    @property
+    def detector_enabled(self) -> bool:
+        return self.detector.strip().lower() not in ("", "none", "off")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> "ScoreConfig":
+        """Read a ``.json``, ``.toml`` or ``.yaml`` config; keyword overrides win over the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        try:
+            if path.suffix.lower() == ".toml":
+                data = tomllib.loads(text)
+            elif path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:  # each parser has its own error type; all mean "bad syntax"
+            raise InputError(f"{path}: cannot parse config file: {' '.join(str(exc).split())}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: a config file must hold a table/object of settings")
+        return cls.checked(_deep_merge(data, overrides), source=str(path))
+
+    @classmethod
+    def checked(cls, data: dict[str, Any], source: str = "config") -> "ScoreConfig":
+        """Validate ``data``; errors become one InputError line naming the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+            raise InputError(f"{source}: {where}: {first['msg']}{more}") from None
+
+
+def _default(name: str) -> str:
+    import clis.models
+
+    return getattr(clis.models, name)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def manifest_path(out: str | Path) -> Path:
+    """The manifest that sits next to a scores file: ``<out>.manifest.json``."""
+    return Path(f"{out}.manifest.json")
+
+
+def check_layouts_in_canvas(layouts: Sequence[Layout], source: str = "layouts") -> None:
+    """Reject layouts whose objects all miss the image, before any model is loaded."""
+    for index, layout in enumerate(layouts):
+        inside = False
+        for obj in layout.objects:
+            x0, y0, x1, y1 = obj.xyxy
+            if min(x1, 1.0) > max(x0, 0.0) and min(y1, 1.0) > max(y0, 0.0):
+                inside = True
+                break
+        if not inside:
+            raise InputError(
+                f"{source}: layout {layout.id!r} (record {index}): objects[*].bbox: every object lies outside "
+                "the image (boxes are normalised [x, y, w, h] in 0..1)"
+            )
+
+
+def read_scores(path: str | Path) -> tuple[list[dict], int]:
+    """Complete records of a scores.jsonl file and the byte length they occupy.
+
+    A last line cut short by an interruption (no newline, or not valid JSON) is not a record;
+    the returned length excludes it so a resumed run can truncate it away.
+    """
+    records: list[dict] = []
+    good_length = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                break
+            if not isinstance(record, dict) or "layout_id" not in record:
+                break
+            records.append(record)
+            good_length += len(raw)
+    return records, good_length
+
+
+def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Scorer:
+    """Loads the CLIP model, the detector and (when available) the CLIS-L scorer once.
+
+    Args:
+        config: a :class:`ScoreConfig`; keyword arguments override its fields.
+
+    Raises:
+        ModelUnavailableError: weights missing offline; the message names the flag to pass.
+    """
+
+    def __init__(self, config: Optional[ScoreConfig] = None, **overrides: Any):
+        base = config.model_dump(by_alias=True) if config is not None else {}
+        self.config = ScoreConfig.checked(_deep_merge(base, overrides)) if overrides or config is None else config
+        from clis.models import load_model
+        from clis.models.clip import ClipEncoder
+
+        cfg = self.config
+        try:
+            clip = load_model(cfg.image_model, "clip", device=cfg.device, dtype=cfg.dtype)
+        except ModelUnavailableError as exc:
+            raise ModelUnavailableError(
+                f"CLIP weights for {cfg.image_model} are not available ({_first_clause(exc)}); pass "
+                f"--image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
+                f"{cfg.image_model}` on a connected machine"
+            ) from None
+        self.encoder = ClipEncoder(clip)
+        self.detector: Optional[Detector] = None
+        if cfg.detector_enabled:
+            try:
+                detector = load_model(cfg.detector, "detector", device=cfg.device, dtype=cfg.dtype)
+            except ModelUnavailableError as exc:
+                raise ModelUnavailableError(
+                    f"detector weights for {cfg.detector} are not available ({_first_clause(exc)}); pass "
+                    f"--detector PATH, --detector none, or run `clis models fetch {cfg.detector}`"
+                ) from None
+            self.detector = Detector(detector, cfg.detection)
+        self.text_cache = TextEmbeddingCache(
+            self.encoder.encode_texts, model_key(clip.fingerprint or {"spec": clip.spec}), cfg.embedding_cache
+        )
+        self.image_scorer = ImageScorer(
+            self.encoder, self.detector, cfg, text_cache=self.text_cache, batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers, max_pixels=cfg.max_pixels,
+        )
+        self.layout_scorer = self._load_layout_scorer()
+        self._clis_l: dict[str, Optional[float]] = {}
+        self.started = _now()
+
+    # -- CLIS-L ---------------------------------------------------------------------------------
+
+    def _load_layout_scorer(self) -> Any:
+        if not self.config.layout_score:
+            return None
+        try:
+            from clis.layout_score import LayoutScoreConfig, LayoutScorer
+        except ImportError:
+            return None  # CLIS-L is not part of this installation: clis equals clis_i
+        try:
+            return LayoutScorer(LayoutScoreConfig(**self.config.layout))
+        except ModelUnavailableError as exc:
+            raise ModelUnavailableError(f"{exc} (or pass --no-layout-score to score images only)") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"layout settings: {' '.join(str(exc).split())}") from None
+
+    def layout_scores(self, layouts: Sequence[Layout]) -> dict[str, Optional[float]]:
+        """CLIS-L per layout id (None when layout scoring is off or a layout has no score)."""
+        todo = [layout for layout in layouts if layout.id not in self._clis_l]
+        if todo and self.layout_scorer is not None:
+            for result in self.layout_scorer.score_layouts(todo):
+                self._clis_l[result.id] = result.clis_l
+        for layout in todo:
+            self._clis_l.setdefault(layout.id, None)
+        return {layout.id: self._clis_l[layout.id] for layout in layouts}
+
+    def _combine(self, record: dict, clis_l: Optional[float]) -> dict:
+        record["clis_l"] = None if clis_l is None else round(float(clis_l), 4)
+        if record["clis_i"] is None:
+            record["clis"] = None
+        else:
+            weights = self.config.combine
+            record["clis"] = round(weighted_mean([record["clis_i"], record["clis_l"]], [weights.image, weights.layout]), 4)
+        return {key: record[key] for key in RECORD_KEYS}
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(self, image: ImageInput, layout: Layout) -> dict:
+        """One scores.jsonl record for ``image`` (a path or PIL image) against ``layout``."""
+        return next(self.score_pairs([(image, layout)]))
+
+    def score_pairs(self, pairs: Iterable[tuple[ImageInput, Layout]]) -> Iterator[dict]:
+        """Records for ``(image, layout)`` pairs, in order, batched across pairs."""
+
+        def candidates() -> Iterator[Candidate]:
+            for image, layout in pairs:
+                if layout.id not in self._clis_l:
+                    self.layout_scores([layout])
+                yield Candidate(image, layout)
+
+        for record in self.image_scorer.score_candidates(candidates()):
+            yield self._combine(record, self._clis_l[record["layout_id"]])
+
+    def score_folder(
+        self,
+        images_dir: str | Path,
+        layouts: Sequence[Layout] | str | Path,
+        out: Optional[str | Path] = None,
+        resume: bool = False,
+        on_record: Optional[Callable[[dict], None]] = None,
+        on_start: Optional[Callable[[int, int], None]] = None,
+        layouts_source: Optional[str] = None,
+    ) -> list[dict]:
+        """Score every candidate image of ``layouts`` found in ``images_dir`` (see clis.discovery).
+
+        With ``out`` set, records are appended to it one flushed line at a time, and a manifest is
+        written next to it at the start and updated at the end. ``resume=True`` keeps the
+        successful records already in ``out``, drops failed ones and a line cut short by an
+        interruption, scores the rest, and finally rewrites the file in input order.
+        ``on_start(total, already_done)`` and ``on_record(record)`` let a caller show progress;
+        ``layouts_source`` names the layouts file in messages and the manifest.
+        Returns every record, in input order.
+        """
+        from clis.discovery import discover_candidates
+
+        if not isinstance(layouts, (list, tuple)):
+            from clis.formats import load_layouts
+
+            layouts_source = str(layouts)
+            layouts = load_layouts(layouts)
+        layouts_source = layouts_source or "layouts"
+        check_layouts_in_canvas(layouts, layouts_source)
+        by_id = {layout.id: layout for layout in layouts}
+        discovery = discover_candidates(images_dir, layouts)
+        order = [(layout_id, str(path)) for layout_id, path in discovery.pairs()]
+        self.discovery = discovery
+        self.layouts_source = layouts_source
+
+        done: dict[tuple[str, str], dict] = {}
+        out_path = Path(out) if out is not None else None
+        if out_path is not None:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            if resume and out_path.exists():
+                previous, _ = read_scores(out_path)
+                wanted = set(order)
+                done = {
+                    (r["layout_id"], r["image"]): r
+                    for r in previous
+                    if r.get("error") is None and (r["layout_id"], r["image"]) in wanted
+                }
+                # Drop failed records and a torn last line now; they are scored again below.
+                _write_lines_atomic(out_path, [done[key] for key in order if key in done])
+            elif not resume:
+                out_path.write_text("", encoding="utf-8")
+        self._run_state = {
+            "images": str(images_dir), "layouts": layouts_source, "candidates": len(order), "resumed": len(done),
+            "status": "running",
+        }
+        if out_path is not None:
+            self.write_manifest(out_path)
+        if on_start is not None:
+            on_start(len(order), len(done))
+
+        todo = [(path, by_id[layout_id]) for layout_id, path in order if (layout_id, path) not in done]
+        self.layout_scores([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order)])
+        new: dict[tuple[str, str], dict] = {}
+        handle = open(out_path, "a", encoding="utf-8") if out_path is not None else None
+        try:
+            for record in self.score_pairs(todo):
+                new[(record["layout_id"], record["image"])] = record
+                if handle is not None:
+                    handle.write(json.dumps(record) + "\n")
+                    handle.flush()
+                if on_record is not None:
+                    on_record(record)
+        except BaseException:
+            self._run_state["status"] = "interrupted"
+            raise
+        else:
+            self._run_state["status"] = "complete"
+        finally:
+            if handle is not None:
+                handle.close()
+            records = [new.get(key) or done.get(key) for key in order]
+            records = [r for r in records if r is not None]
+            self._run_state.update(
+                scored=sum(r["error"] is None for r in records), failed=sum(r["error"] is not None for r in records),
+            )
+            if out_path is not None:
+                if done and self._run_state["status"] == "complete":
+                    _write_lines_atomic(out_path, records)  # back to input order after a resume
+                self.write_manifest(out_path)
+        return records
+
+    # -- provenance -----------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        """Tool version, model specs and fingerprints, weights, settings and times of this run."""
+        import torch
+
+        cfg = self.config
+        data: dict[str, Any] = {
+            "tool": "clis",
+            "version": clis.__version__,
+            "created": self.started,
+            "updated": _now(),
+            "models": {
+                "image_model": {"spec": cfg.image_model, **(self.encoder.loaded.fingerprint or {})},
+                "detector": None if self.detector is None else {"spec": cfg.detector, **(self.detector.loaded.fingerprint or {})},
+                "layout": self.layout_scorer.manifest() if self.layout_scorer is not None else None,
+            },
+            "weights": {
+                "clis_i": cfg.weights.as_dict(),
+                "clis": cfg.combine.model_dump(),
+                "detection_used": self.detector is not None,
+                "layout_score_used": self.layout_scorer is not None,
+            },
+            "settings": cfg.model_dump(mode="json", by_alias=True),
+            "grounding_logit_scale": self.image_scorer.logit_scale,
+            "truncated_texts": sorted(self.text_cache.truncated),
+            "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": cfg.device},
+        }
+        state = getattr(self, "_run_state", None)
+        if state is not None:
+            data["run"] = dict(state)
+            discovery = getattr(self, "discovery", None)
+            if discovery is not None:
+                data["run"]["layouts_without_images"] = list(discovery.missing)
+                data["run"]["orphan_images"] = [str(p) for p in discovery.orphans]
+        return data
+
+    def write_manifest(self, out: str | Path) -> Path:
+        path = manifest_path(out)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.manifest(), handle, indent=2)
+        os.replace(tmp, path)
+        return path
+
+    def close(self) -> None:
+        self.text_cache.close()
+
+
+def _first_clause(exc: BaseException) -> str:
+    return " ".join(str(exc).split(";")[0].split())
