@@ -1,0 +1,131 @@
+"""``clis pick CANDIDATES LAYOUTS --out dataset/``: keep the best candidates as a COCO dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from clis.errors import InputError
+from clis.formats import load_layouts
+from clis.models import DEFAULT_SAM
+from clis.pick import PickConfig, SamMasker, read_scores_file, select, write_dataset
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console,
+    )  # fmt: skip
+
+
+def _prepare_out(out: Path) -> None:
+    images = out / "images"
+    if images.is_dir() and any(images.iterdir()):
+        if not (out / "summary.json").is_file():
+            raise InputError(f"{images}: folder is not empty and is not an earlier clis pick output; choose another --out")
+        shutil.rmtree(images)  # an earlier pick into the same folder: start clean, no stale images
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device):
+    from clis.scorer import ScoreConfig, Scorer
+
+    overrides = {"device": device}
+    if image_model:
+        overrides["image_model"] = image_model
+    if detector:
+        overrides["detector"] = detector
+    if not layout_score:
+        overrides["layout_score"] = False
+    config = ScoreConfig.from_file(score_config, **overrides) if score_config else ScoreConfig.checked(overrides)
+    scorer = Scorer(config)
+    scores_path = out / "scores.jsonl"
+    try:
+        with _progress() as progress:
+            task = progress.add_task("score", total=None)
+            records = scorer.score_folder(
+                candidates, layouts, out=scores_path,
+                on_start=lambda total, done: progress.update(task, total=total, completed=done),
+                on_record=lambda record: progress.advance(task),
+            )  # fmt: skip
+    finally:
+        scorer.close()
+    return records, scores_path
+
+
+def pick(
+    candidates: Path = typer.Argument(..., help="Candidates folder (as written by clis generate)."),
+    layouts: Path = typer.Argument(..., help="Layouts file the candidates were made from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder: images/, annotations.json, summary.json."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Reuse a scores.jsonl instead of scoring now."),
+    top: int = typer.Option(1, "--top", help="Candidates kept per layout, best first."),
+    min_instance: float = typer.Option(60.0, "--min-instance", help="Instances scoring below this are dropped."),
+    min_layout: float = typer.Option(50.0, "--min-layout", help="Layouts whose CLIS-L is below this are dropped."),
+    rank_by: str = typer.Option("clis", "--rank-by", help="Score that ranks a layout's candidates: clis or clis_i."),
+    masks: str = typer.Option("none", "--masks", help="none, or sam: a SAM mask per kept box."),
+    sam_model: str = typer.Option(DEFAULT_SAM, "--sam-model", help="SAM spec used with --masks sam."),
+    score_config: Optional[Path] = typer.Option(None, "--config", help="Scoring settings file (as for clis score)."),
+    image_model: Optional[str] = typer.Option(None, "--image-model", help="CLIP spec for scoring."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Detector spec for scoring, or none."),
+    layout_score: bool = typer.Option(True, "--layout-score/--no-layout-score", help="Score layouts with CLIS-L."),
+    device: str = typer.Option("cpu", "--device", help="Device for scoring and SAM."),
+) -> None:
+    """Keep the top candidates per layout, drop weak instances and layouts, write COCO."""
+    if masks not in ("none", "sam"):
+        raise InputError(f"--masks must be none or sam, got {masks!r}")
+    config = PickConfig(top=top, min_instance=min_instance, min_layout=min_layout, rank_by=rank_by)
+    layout_list = load_layouts(layouts)
+    if not candidates.is_dir():
+        raise InputError(f"{candidates}: candidates folder not found")
+    _prepare_out(out)
+    if scores is not None:
+        records = read_scores_file(scores)
+        scores_path = scores
+    else:
+        records, scores_path = _score_candidates(
+            candidates, layout_list, out, score_config, image_model, detector, layout_score, device
+        )
+    selection = select(records, layout_list, config)
+    masker = SamMasker(sam_model, device=device) if masks == "sam" else None
+    with _progress() as progress:
+        task = progress.add_task("write", total=len(selection.kept))
+        write_dataset(selection, out, candidates, scores_path, masker, on_image=lambda: progress.advance(task))
+    summary = {
+        "candidates_dir": str(candidates),
+        "layouts": str(layouts),
+        "scores": str(scores_path),
+        "masks": masker.describe() if masker else None,
+        **selection.summary(config),
+        "dropped_images": selection.dropped_images,
+        "dropped_instances": selection.dropped_instances,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    table = Table(title="clis pick", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("candidates", str(summary["candidates"]))
+    table.add_row("images kept", str(summary["images_kept"]))
+    for reason, n in summary["images_dropped_by_reason"].items():
+        table.add_row(f"images dropped: {reason}", str(n))
+    table.add_row("instances kept", str(summary["instances_kept"]))
+    table.add_row("instances dropped (below --min-instance or unscored)", str(summary["instances_dropped"]))
+    table.add_row("layouts with no kept image", str(len(summary["layouts_without_image"])))
+    console.print(table)
+    console.print(f"dataset: {out / 'annotations.json'}, {out / 'images'}; summary: {out / 'summary.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pick")(pick)

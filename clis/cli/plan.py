@@ -1,0 +1,121 @@
+"""``clis plan CONCEPTS --out layouts.json``: concept sets -> scene graphs -> layouts with an LLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from clis.errors import InputError
+from clis.formats import save_layouts
+from clis.layout import Layout
+from clis.models import DEFAULT_LLM
+from clis.plan import DEFAULT_RETRIES, load_concepts, plan_layouts
+from clis.planning.backends import make_backend
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def report_path(out: Path) -> Path:
+    """``layouts.json`` -> ``layouts.plan.json``: the per-slot report next to the layouts."""
+    return out.with_name(out.stem + ".plan.json")
+
+
+def clis_l_scorer(config_path: Optional[Path]):
+    """A ``layout -> CLIS-L`` callable from :mod:`clis.layout_score` (settings from a JSON file)."""
+    try:
+        from clis.layout_score import LayoutScoreConfig, LayoutScorer
+    except ImportError as exc:
+        raise InputError(f"--drafts > 1 needs CLIS-L (clis.layout_score), which is unavailable: {exc}") from None
+    settings = {}
+    if config_path is not None:
+        try:
+            settings = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{config_path}: cannot read CLIS-L settings: {exc}") from None
+        if not isinstance(settings, dict):
+            raise InputError(f"{config_path}: top level: CLIS-L settings must be a JSON object")
+    try:
+        scorer = LayoutScorer(LayoutScoreConfig(**settings))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{config_path or 'CLIS-L settings'}: {' '.join(str(exc).split())}") from None
+
+    def score(layout: Layout) -> Optional[float]:
+        return next(iter(scorer.score_layouts([layout]))).clis_l
+
+    return score
+
+
+def plan(
+    concepts: Path = typer.Argument(..., help='JSON list of concept sets, e.g. [["cat", "sofa"], {"concepts": ["dog"], "count": 2}].'),
+    out: Path = typer.Option(..., "--out", "-o", help="Layouts file to write (canonical layouts.json)."),
+    llm: str = typer.Option(
+        DEFAULT_LLM, "--llm", help="Model spec (embedded:smollm2, hf:org/name, a folder) or an OpenAI-compatible URL."
+    ),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="Model name to request from an http(s) --llm server."),
+    count: int = typer.Option(1, "--count", "-n", help="Layouts per concept set (a set's own 'count' wins)."),
+    drafts: int = typer.Option(1, "--drafts", help="Drafts per layout; the best by CLIS-L is kept."),
+    layout_config: Optional[Path] = typer.Option(
+        None, "--layout-config", help="JSON file of CLIS-L settings (clis.layout_score) used with --drafts."
+    ),
+    retries: int = typer.Option(DEFAULT_RETRIES, "--retries", help="New-seed retries per stage when an answer is unusable."),
+    seed: int = typer.Option(0, "--seed", help="Base seed of all sampling."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (0 = greedy)."),
+    max_new_tokens: int = typer.Option(384, "--max-new-tokens", help="Longest answer per request."),
+    device: str = typer.Option("cpu", "--device", help="Device of a local --llm model."),
+) -> None:
+    """Write a scene graph and a layout for each concept set with an LLM."""
+    if retries < 0:
+        raise InputError(f"--retries must be >= 0, got {retries}")
+    concept_sets = load_concepts(concepts, count=count)
+    score_layout = clis_l_scorer(layout_config) if drafts > 1 else None
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+    if not llm.startswith(("http://", "https://")):
+        options["device"] = device
+    backend = make_backend(llm, model=llm_model, **options)
+    failures = []
+    progress = Progress(
+        TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console,
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task("plan", total=sum(s.count for s in concept_sets))
+
+        def advance(record: dict) -> None:
+            if record["status"] != "ok":
+                failures.append(
+                    f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
+                    f"layout {record['slot']}: {record['error']}"
+                )
+            progress.advance(task)
+
+        result = plan_layouts(
+            concept_sets, backend, drafts=drafts, max_retries=retries, seed=seed, score_layout=score_layout, on_slot=advance
+        )
+    save_layouts(result.layouts, out)
+    report = {
+        "concepts": str(concepts),
+        "layouts": str(out),
+        "backend": backend.describe(),
+        "settings": {"count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
+        "summary": result.summary,
+        "records": result.records,
+    }
+    report_path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for line in failures:
+        console.print(f"[red]failed:[/] {line}", markup=True)
+    s = result.summary
+    console.print(
+        f"planned {s['ok']}/{s['slots']} layouts ({s['failed']} failed, {s['clamped_boxes']} boxes clamped, "
+        f"{s['failed_attempts']} failed attempts) -> {out}; report: {report_path(out)}"
+    )
+    if s["slots"] and not s["ok"]:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

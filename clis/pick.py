@@ -1,0 +1,320 @@
+"""``clis pick``: keep the best candidates and write them as a COCO dataset (step 4-5 of ACP).
+
+Selection, per layout, in this order:
+
+1. candidates whose scoring failed (``error`` set, or no score to rank by) are dropped;
+2. if the layout's CLIS-L is below ``min_layout``, all its candidates are dropped (a layout
+   without a CLIS-L score is not filtered by it);
+3. the rest are ranked by ``rank_by`` (``clis``, else ``clis_i``), best first, and only the
+   top ``top`` are kept;
+4. in each kept image, every instance scoring below ``min_instance`` is dropped from the
+   annotations, as in the paper; an image left with no instance is dropped.
+
+"Below" is strict: a score equal to a threshold passes. Every drop is recorded with its reason.
+
+Example:
+    >>> from clis.layout import Layout
+    >>> from clis.pick import PickConfig, select
+    >>> layout = Layout.model_validate({"id": "tea", "caption": "a cup on a table", "objects": [
+    ...     {"id": "cup-1", "label": "cup", "bbox": [0.4, 0.3, 0.2, 0.2]},
+    ...     {"id": "table-1", "label": "table", "bbox": [0.1, 0.5, 0.8, 0.5]}]})
+    >>> def rec(image, clis, cup, table):
+    ...     return {"layout_id": "tea", "image": image, "clis": clis, "clis_i": clis, "clis_l": 70.0, "error": None,
+    ...             "instances": [{"object_id": "cup-1", "score": cup}, {"object_id": "table-1", "score": table}]}
+    >>> selection = select([rec("0.png", 64.0, 80.0, 65.0), rec("1.png", 71.0, 75.0, 59.0)], [layout], PickConfig())
+    >>> [(k.image, [o.id for o in k.objects]) for k in selection.kept]
+    [('1.png', ['cup-1'])]
+    >>> [(d["image"], d["reason"]) for d in selection.dropped_images]
+    [('0.png', 'not in the top 1')]
+    >>> [(d["object_id"], d["score"]) for d in selection.dropped_instances]
+    [('table-1', 59.0)]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from PIL import Image
+
+from clis.errors import InputError
+from clis.layout import Layout, LayoutObject
+
+RANK_KEYS = ("clis", "clis_i")
+
+
+@dataclass(frozen=True)
+class PickConfig:
+    """Plain-data selection settings (scores on 0..100)."""
+
+    top: int = 1
+    min_instance: float = 60.0
+    min_layout: float = 50.0
+    rank_by: str = "clis"
+
+    def __post_init__(self):
+        if self.top < 1:
+            raise InputError(f"--top must be >= 1, got {self.top}")
+        if self.rank_by not in RANK_KEYS:
+            raise InputError(f"--rank-by must be one of {', '.join(RANK_KEYS)}, got {self.rank_by!r}")
+
+
+@dataclass
+class KeptImage:
+    """A candidate that survived, with the objects that survived in it."""
+
+    layout: Layout
+    image: str
+    record: dict[str, Any]
+    rank: int
+    objects: list[LayoutObject]
+    instance_records: dict[str, dict[str, Any]]
+
+
+@dataclass
+class Selection:
+    kept: list[KeptImage] = field(default_factory=list)
+    dropped_images: list[dict[str, Any]] = field(default_factory=list)
+    dropped_instances: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self, config: PickConfig) -> dict[str, Any]:
+        kept_layouts = {k.layout.id for k in self.kept}
+        all_layouts = kept_layouts | {d["layout_id"] for d in self.dropped_images}
+        return {
+            "settings": {
+                "top": config.top, "min_instance": config.min_instance,
+                "min_layout": config.min_layout, "rank_by": config.rank_by,
+            },
+            "candidates": len(self.kept) + len(self.dropped_images),
+            "images_kept": len(self.kept),
+            "images_dropped": len(self.dropped_images),
+            "images_dropped_by_reason": dict(Counter(d["reason"] for d in self.dropped_images)),
+            "instances_kept": sum(len(k.objects) for k in self.kept),
+            "instances_dropped": len(self.dropped_instances),
+            "layouts": len(all_layouts),
+            "layouts_kept": len(kept_layouts),
+            "layouts_without_image": sorted(all_layouts - kept_layouts),
+        }  # fmt: skip
+
+
+def _score(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def select(records: Iterable[dict[str, Any]], layouts: Sequence[Layout], config: PickConfig) -> Selection:
+    """Apply the selection rules of the module docstring to scores.jsonl records."""
+    records = list(records)
+    by_id = {layout.id: layout for layout in layouts}
+    selection = Selection()
+    grouped: dict[str, list[tuple[int, dict]]] = {}
+
+    def drop(record: dict, reason: str, **detail: Any) -> None:
+        selection.dropped_images.append(
+            {"layout_id": record.get("layout_id"), "image": record.get("image"), "reason": reason, **detail}
+        )
+
+    for order, record in enumerate(records):
+        if record.get("layout_id") not in by_id:
+            drop(record, "layout not in the layouts file")
+        elif record.get("error"):
+            drop(record, "scoring failed", error=record["error"])
+        elif _score(record.get(config.rank_by)) is None and _score(record.get("clis_i")) is None:
+            drop(record, "no score")
+        else:
+            grouped.setdefault(record["layout_id"], []).append((order, record))
+
+    for layout_id, items in grouped.items():
+        layout = by_id[layout_id]
+        clis_l = _score(items[0][1].get("clis_l"))
+        if clis_l is not None and clis_l < config.min_layout:
+            for _, record in items:
+                drop(record, "layout below --min-layout", clis_l=clis_l)
+            continue
+
+        def rank_value(item: tuple[int, dict]) -> tuple[float, int]:
+            value = _score(item[1].get(config.rank_by))
+            value = value if value is not None else _score(item[1].get("clis_i"))
+            return (-value, item[0])  # best first; input order breaks ties
+
+        ranked = sorted(items, key=rank_value)
+        for rank, (_, record) in enumerate(ranked):
+            if rank >= config.top:
+                drop(record, f"not in the top {config.top}", rank=rank + 1)
+                continue
+            instances = {i.get("object_id"): i for i in record.get("instances") or [] if isinstance(i, dict)}
+            kept_objects = []
+            for obj in layout.objects:
+                score = _score((instances.get(obj.id) or {}).get("score"))
+                if score is not None and score >= config.min_instance:
+                    kept_objects.append(obj)
+                else:
+                    selection.dropped_instances.append(
+                        {"layout_id": layout_id, "image": record["image"], "object_id": obj.id, "score": score,
+                         "reason": "below --min-instance" if score is not None else "no instance score"}
+                    )  # fmt: skip
+            if not kept_objects:
+                drop(record, "no instance at or above --min-instance", rank=rank + 1)
+                continue
+            selection.kept.append(KeptImage(layout, record["image"], record, rank + 1, kept_objects, instances))
+    # Dropped records in input order, so the summary reads like the scores file.
+    order = {(r.get("layout_id"), r.get("image")): i for i, r in enumerate(records)}
+    selection.dropped_images.sort(key=lambda d: order.get((d["layout_id"], d["image"]), 0))
+    return selection
+
+
+def read_scores_file(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a scores.jsonl file; a bad line is an error naming the file and line."""
+    path = Path(path)
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"{path}: scores file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read scores file: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number}: expected a JSON object")
+        for key in ("layout_id", "image"):
+            if not isinstance(record.get(key), str):
+                raise InputError(f"{path}: line {number}: field {key!r}: expected a string")
+        records.append(record)
+    return records
+
+
+def resolve_image(image: str, candidates_dir: Path, scores_path: Optional[Path] = None) -> Optional[Path]:
+    """Find a record's image: as written (absolute or from the working folder), else inside the
+    candidates folder, else next to the scores file."""
+    path = Path(image)
+    options = [path] if path.is_absolute() else [path, candidates_dir / path, candidates_dir.parent / path]
+    if scores_path is not None and not path.is_absolute():
+        options.append(scores_path.parent / path)
+    return next((p for p in options if p.is_file()), None)
+
+
+class SamMasker:
+    """Box-prompted SAM masks (``transformers`` SAM through :func:`clis.models.load_model`)."""
+
+    def __init__(self, spec: str, device: str = "cpu"):
+        from clis.models import load_model
+
+        self.loaded = load_model(spec, "sam", device=device)
+
+    def masks(self, image: Image.Image, boxes_xyxy: list[list[float]]):
+        """One boolean ``H x W`` numpy mask per pixel box, the best of SAM's proposals."""
+        import torch
+
+        processor, model = self.loaded.processor, self.loaded.model
+        inputs = processor(images=image, input_boxes=[boxes_xyxy], return_tensors="pt").to(self.loaded.device)
+        with torch.inference_mode():
+            outputs = model(**inputs, multimask_output=True)
+        masks = processor.image_processor.post_process_masks(
+            outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )[0]  # boxes x proposals x H x W
+        best = outputs.iou_scores[0].argmax(dim=-1).cpu()  # SAM's own quality estimate per box
+        return [masks[i, best[i]].numpy().astype(bool) for i in range(len(boxes_xyxy))]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.loaded.fingerprint or {"spec": self.loaded.spec})
+
+
+def _output_name(layout_id: str, image: Path, taken: set[str]) -> str:
+    base = f"{layout_id}_{image.stem}"
+    name, n = f"{base}{image.suffix.lower()}", 1
+    while name in taken:
+        name, n = f"{base}-{n}{image.suffix.lower()}", n + 1
+    taken.add(name)
+    return name
+
+
+def write_dataset(
+    selection: Selection,
+    out_dir: str | Path,
+    candidates_dir: str | Path,
+    scores_path: Optional[str | Path] = None,
+    masker: Optional[SamMasker] = None,
+    on_image: Optional[Callable[[], None]] = None,
+) -> dict[str, Any]:
+    """Copy kept images to ``out/images/`` and write ``out/annotations.json`` (COCO).
+
+    Boxes are the surviving layout boxes in pixels of each image. Extra fields carry the
+    scores: per image ``clis``, ``clis_i``, ``clis_l``, ``clis_global``, ``clis_rank``,
+    ``clis_layout_id`` and ``clis_source``; per annotation ``clis_object_id``, ``clis_score``,
+    ``clis_region``, ``clis_grounding`` and ``clis_detection``. With a masker, each annotation
+    gets SAM's mask as RLE ``segmentation`` and its pixel ``area``.
+    Returns the COCO dict.
+    """
+    from clis.formats import layouts_to_coco
+
+    out = Path(out_dir)
+    images_out = out / "images"
+    images_out.mkdir(parents=True, exist_ok=True)
+    candidates_dir = Path(candidates_dir)
+    scores_path = Path(scores_path) if scores_path else None
+    taken: set[str] = set()
+    per_image_layouts, file_names, sizes, kept_rows = [], {}, {}, []
+    for kept in list(selection.kept):
+        source = resolve_image(kept.image, candidates_dir, scores_path)
+        if source is None:
+            selection.kept.remove(kept)
+            selection.dropped_images.append(
+                {"layout_id": kept.layout.id, "image": kept.image, "reason": "image file not found"}
+            )
+            continue
+        name = _output_name(kept.layout.id, source, taken)
+        shutil.copyfile(source, images_out / name)
+        with Image.open(source) as im:
+            sizes[name] = im.size
+        # One layout per output image, holding only its surviving objects.
+        per_image_layouts.append(kept.layout.model_copy(update={"id": name, "objects": kept.objects}))
+        file_names[name] = name
+        kept_rows.append((name, source, kept))
+    coco = layouts_to_coco(per_image_layouts, file_names=file_names, sizes=sizes)
+    annotations_by_image: dict[int, list[dict]] = {}
+    for annotation in coco["annotations"]:
+        annotations_by_image.setdefault(annotation["image_id"], []).append(annotation)
+    for image_entry, (name, source, kept) in zip(coco["images"], kept_rows):
+        record = kept.record
+        image_entry.update(
+            clis_layout_id=kept.layout.id, clis_source=str(source), clis_rank=kept.rank,
+            clis=record.get("clis"), clis_i=record.get("clis_i"), clis_l=record.get("clis_l"),
+            clis_global=record.get("global"),
+        )  # fmt: skip
+        annotations = annotations_by_image.get(image_entry["id"], [])
+        for annotation in annotations:
+            instance = kept.instance_records.get(annotation["clis_object_id"], {})
+            annotation.update(
+                clis_score=instance.get("score"), clis_region=instance.get("region"),
+                clis_grounding=instance.get("grounding"), clis_detection=instance.get("detection"),
+            )  # fmt: skip
+        if masker is not None and annotations:
+            _add_masks(masker, images_out / name, annotations)
+        if on_image is not None:
+            on_image()
+    coco["info"] = {"description": "cherry-picked by clis pick", "masks": masker.describe() if masker else None}
+    (out / "annotations.json").write_text(json.dumps(coco, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return coco
+
+
+def _add_masks(masker: SamMasker, image_path: Path, annotations: list[dict]) -> None:
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    with Image.open(image_path) as im:
+        image = im.convert("RGB")
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in annotations)]
+    for annotation, mask in zip(annotations, masker.masks(image, boxes)):
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")  # JSON needs text; pycocotools reads either
+        annotation["segmentation"] = rle
+        annotation["area"] = float(mask.sum())

@@ -1,0 +1,153 @@
+"""Chat backends for the planner: a local transformers model, or an OpenAI-compatible server.
+
+Both take OpenAI-style ``messages`` and a seed and return the answer text. The local backend
+samples with a seeded torch generator so a plan is reproducible; servers get the seed in the
+request (vLLM, llama.cpp and ollama honour it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from typing import Any, Protocol
+
+from clis.errors import InputError, ModelUnavailableError
+
+API_KEY_ENV = "CLIS_LLM_API_KEY"
+
+
+class BackendError(RuntimeError):
+    """One request failed (bad status, unreadable reply); the planner retries it."""
+
+
+class ChatBackend(Protocol):
+    def chat(self, messages: list[dict[str, str]], seed: int) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class TransformersChatBackend:
+    """A causal LM loaded with :func:`clis.models.load_model` (``embedded:smollm2``, ``hf:...``, a folder)."""
+
+    def __init__(self, spec: str, device: str = "cpu", max_new_tokens: int = 384, temperature: float = 0.7):
+        from clis.models import load_model
+
+        self.loaded = load_model(spec, "causal-lm", device=device)
+        self.tokenizer = self.loaded.processor
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def _encode(self, messages: list[dict[str, str]]):
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            )
+        # Base models without a chat template get the conversation as plain text.
+        text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant:"
+        return self.tokenizer(text, return_tensors="pt")
+
+    def chat(self, messages: list[dict[str, str]], seed: int) -> str:
+        import torch
+
+        inputs = {k: v.to(self.loaded.device) for k, v in self._encode(messages).items()}
+        torch.manual_seed(seed)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            output = self.loaded.model.generate(
+                **inputs,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=0.95 if self.temperature > 0 else None,
+                pad_token_id=pad,
+            )
+        new_tokens = output[0, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "transformers",
+            **self.loaded.fingerprint,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
+
+
+def chat_completions_url(url: str) -> str:
+    """``http://host:8000/v1`` -> ``http://host:8000/v1/chat/completions`` (a full URL is kept).
+
+    >>> chat_completions_url("http://localhost:8000"), chat_completions_url("http://h/v1/chat/completions")
+    ('http://localhost:8000/v1/chat/completions', 'http://h/v1/chat/completions')
+    """
+    url = url.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url + "/chat/completions"
+
+
+class OpenAIChatBackend:
+    """Any server speaking the OpenAI chat-completions protocol (vLLM, llama.cpp, ollama, ...).
+
+    The API key, if the server wants one, is read from ``CLIS_LLM_API_KEY``.
+    """
+
+    def __init__(
+        self, url: str, model: str | None = None, max_new_tokens: int = 384, temperature: float = 0.7, timeout: float = 120.0
+    ):
+        self.url = chat_completions_url(url)
+        self.model = model or "default"
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.timeout = timeout
+
+    def chat(self, messages: list[dict[str, str]], seed: int) -> str:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_new_tokens,
+            "seed": seed,
+        }
+        headers = {"Content-Type": "application/json"}
+        if os.environ.get(API_KEY_ENV):
+            headers["Authorization"] = f"Bearer {os.environ[API_KEY_ENV]}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip().splitlines()
+            if exc.code in (401, 403, 404):
+                # Wrong URL, model or key: every later request would fail the same way.
+                raise InputError(f"{self.url}: HTTP {exc.code}: {detail[0] if detail else exc.reason}") from None
+            raise BackendError(f"HTTP {exc.code} from {self.url}") from None
+        except urllib.error.URLError as exc:
+            raise ModelUnavailableError(f"{self.url}: cannot reach the chat endpoint: {exc.reason}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, TimeoutError) as exc:
+            raise BackendError(f"unreadable reply from {self.url}: {exc}") from None
+        try:
+            return reply["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise BackendError(f"reply from {self.url} has no choices[0].message.content") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "openai-compatible",
+            "url": self.url,
+            "model": self.model,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+        }
+
+
+def make_backend(spec: str, model: str | None = None, **options: Any) -> ChatBackend:
+    """``http(s)://...`` -> :class:`OpenAIChatBackend`; anything else is a model spec for transformers."""
+    if spec.startswith(("http://", "https://")):
+        return OpenAIChatBackend(spec, model=model, **options)
+    if model is not None:
+        raise InputError("--llm-model names the model on a server; give it with an http(s):// --llm URL")
+    return TransformersChatBackend(spec, **options)
