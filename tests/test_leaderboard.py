@@ -517,3 +517,56 @@ def test_add_keeps_a_submission_that_rebuilds_with_its_row_pages(bench, tmp_path
     assert load_result(kept).rows[0].values["clis_mean"].value == GENERATORS["gligen"][0]
     gligen = page_for(report, "gligen").read_text()
     assert "rows/compare-gligen/best-1.png" in gligen and "not found" not in gligen
+
+
+# --- end to end --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_site_from_an_end_to_end_run_with_tiny_models(tiny_models, tmp_path):
+    """Generate candidates (shapes generator), score them with a tiny CLIP through
+    ``clis bench compare``'s Python API, and build the site from the result file it wrote."""
+    from benchmarks.compare import compare
+    from benchmarks.stats import BootstrapConfig
+    from clis.formats import save_layouts
+    from clis.layout import Layout
+    from generators.registry import create_generator
+    from generators.runner import generate_candidates
+
+    layouts = [
+        Layout.model_validate({"id": "tea", "caption": "a red cup on a table", "objects": [
+            {"id": "cup-1", "label": "cup", "attributes": ["red"], "bbox": [0.4, 0.2, 0.2, 0.25]},
+            {"id": "table-1", "label": "table", "bbox": [0.05, 0.5, 0.9, 0.45]}]}),
+        Layout.model_validate({"id": "pet", "caption": "a cat on a mat", "objects": [
+            {"id": "cat-1", "label": MALICIOUS, "bbox": [0.2, 0.2, 0.5, 0.5]}]}),
+    ]
+    layouts_path = save_layouts(layouts, tmp_path / "layouts.json")
+    for name, jitter in [("tight", 0.0), ("loose", 0.3)]:
+        adapter = create_generator("shapes", width=64, height=64, jitter=jitter)
+        generate_candidates(layouts, adapter, tmp_path / "candidates" / name, n=3, seed=0)
+    result = compare(
+        [f"tight={tmp_path / 'candidates' / 'tight'}", f"loose={tmp_path / 'candidates' / 'loose'}"],
+        tmp_path / "bench",
+        layouts_path=layouts_path,
+        score_config={"image_model": tiny_models["hf_clip"], "detector": "none", "layout_score": False},
+        bootstrap=BootstrapConfig(n_resamples=50, seed=0),
+        plot=False,
+    )
+    out = tmp_path / "site"
+    assert clis_main(["leaderboard", "build", str(tmp_path / "bench" / "result.json"), "--out", str(out), "-q"]) == 0
+
+    table = board_table(out / "index.html")
+    by_clis = sorted(result.rows, key=lambda r: r.values["clis_mean"].value, reverse=True)
+    assert [r[1] for r in table["rows"]] == [r.name for r in by_clis]
+    assert all(r.n_images == 6 for r in result.rows)
+    frame = pd.read_csv(out / "leaderboard.csv")
+    for row in result.rows:
+        record = frame[frame["name"] == row.name].iloc[0]
+        assert record["clis_mean"] == pytest.approx(row.values["clis_mean"].value)
+    for row in result.rows:
+        folder = out / "rows" / f"compare-{row.name}"
+        assert (folder / "best-1.png").is_file() and (folder / "worst-1.png").is_file()
+        assert len(pd.read_csv(folder / "instances.csv")) == 3 * 3  # 3 candidates x (2 + 1) objects
+        page = (out / "rows" / f"compare-{row.name}.html").read_text()
+        assert MALICIOUS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert "not found" not in page
