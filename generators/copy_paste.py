@@ -106,7 +106,8 @@ class CutoutLibrary:
 
     def choices(self, label: str) -> list[Cutout]:
         key = normalise_label(label)
-        for candidate in (key, key.rstrip("s"), key + "s"):
+        # Singular/plural mismatches ("boxes" vs "box") are the common miss between vocabularies.
+        for candidate in (key, key[:-1] if key.endswith("s") else None, key[:-2] if key.endswith("es") else None, key + "s", key + "es"):
             if candidate in self.by_label:
                 return self.by_label[candidate]
         raise GenerationError(
