@@ -317,12 +317,28 @@ def test_dtype_and_device_are_applied(tiny_models):
 # offline behaviour
 
 
-def test_offline_missing_hub_model_says_how_to_get_it(monkeypatch, tmp_path):
+@pytest.fixture
+def empty_offline_hub(monkeypatch, tmp_path):
+    """Offline, with an empty Hugging Face cache (huggingface_hub reads the path at call time)."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    spec = "hf:clis-tests/surely-not-cached-model-7f3a"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "spec, task",
+    [
+        ("hf:clis-tests/surely-not-cached-model-7f3a", "clip"),
+        ("hf:clis-tests/surely-not-cached-model-7f3a@v2", "detector"),
+        ("open_clip:ViT-B-32/laion2b_s34b_b79k", "clip"),
+        ("open_clip:hf-hub:clis-tests/surely-not-cached-open-clip", "clip"),
+    ],
+)
+def test_offline_missing_hub_model_says_how_to_get_it(empty_offline_hub, spec, task):
     with pytest.raises(ModelUnavailableError) as info:
-        load_model(spec, "clip")
+        load_model(spec, task)
     message = str(info.value)
     assert "\n" not in message
     assert spec in message and "not in the local cache" in message
@@ -330,6 +346,21 @@ def test_offline_missing_hub_model_says_how_to_get_it(monkeypatch, tmp_path):
     with pytest.raises(ModelUnavailableError, match="clis models fetch"):
         fetch_model(spec)
     assert locate_model(spec) is None
+
+
+def test_cached_hub_snapshot_loads_offline_with_its_commit(empty_offline_hub, tiny_models):
+    """A snapshot laid out like huggingface_hub's cache loads offline and reports its commit."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = Path(constants.HF_HUB_CACHE) / "models--clis-tests--tiny-sam"
+    shutil.copytree(tiny_models["sam"], repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    loaded = load_model("hf:clis-tests/tiny-sam", "sam")
+    assert loaded.fingerprint == {"spec": "hf:clis-tests/tiny-sam", "repo": "clis-tests/tiny-sam", "revision": commit}
+    assert locate_model("hf:clis-tests/tiny-sam") == repo_dir / "snapshots" / commit
+    assert fetch_model("hf:clis-tests/tiny-sam") == repo_dir / "snapshots" / commit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +432,7 @@ def test_known_models_cover_every_default():
     assert all(row.task in TASKS for row in rows.values())
 
 
-def test_cli_models_list_and_fetch(tiny_models, monkeypatch, tmp_path):
+def test_cli_models_list_and_fetch(tiny_models, empty_offline_hub):
     from typer.testing import CliRunner
 
     from clis.cli import app
@@ -415,8 +446,6 @@ def test_cli_models_list_and_fetch(tiny_models, monkeypatch, tmp_path):
     result = runner.invoke(app, ["models", "fetch", tiny_models["sam"]])
     assert result.exit_code == 0 and "tiny-sam" in result.output
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     result = runner.invoke(app, ["models", "fetch", "hf:clis-tests/surely-not-cached-model-7f3a"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output and "clis models fetch" in result.output

@@ -86,7 +86,15 @@ def ensure_smollm2_converted(progress: bool = True) -> Path:
         with console.status("converting SmolLM2 GGUF to safetensors (one time, about 20 s)", spinner="dots") \
                 if progress and sys.stderr.isatty() else contextlib.nullcontext():
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            # The GGUF-loaded model is marked as quantized and transformers refuses to save
+            # it, although its weights are already dequantised float32: copy them into a
+            # plain model built from the same config and save that.
+            config = gguf_model.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(gguf_model.state_dict())
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
         try:
