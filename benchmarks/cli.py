@@ -42,36 +42,41 @@ def _bootstrap(resamples: int, confidence: float, seed: int) -> BootstrapConfig:
 def _fmt(value: object) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
-        return str(int(value))
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
 
 
+def _cell(interval) -> str:
+    if interval is None:
+        return ""
+    if interval.ci_low is None or interval.ci_high is None:
+        return _fmt(interval.value)
+    return f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]"
+
+
 def print_result(result: BenchResult, out: Path) -> None:
-    """A rich table: one line per row, ``value [low, high]`` per metric."""
-    table = Table(title=f"clis bench {result.study}", show_lines=False)
-    table.add_column("name", style="bold")
-    table.add_column("n", justify="right")
+    """A rich table of ``value [low, high]`` cells: one line per row, or per metric when
+    there are more metrics than fit side by side."""
     keys = [m.key for m in result.metrics if any(m.key in r.values for r in result.rows)]
     labels = {m.key: m.label for m in result.metrics}
-    for key in keys:
-        table.add_column(labels[key], justify="right")
-    for row in result.rows:
-        cells = []
+    table = Table(title=f"clis bench {result.study}")
+    if len(keys) > 4:
+        table.add_column("metric", style="bold")
+        for row in result.rows:
+            table.add_column(row.name, justify="right")
         for key in keys:
-            interval = row.values.get(key)
-            if interval is None:
-                cells.append("")
-            elif interval.ci_low is None or interval.ci_high is None:
-                cells.append(_fmt(interval.value))
-            else:
-                cells.append(f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]")
-        # What a row's n counts depends on the study: pairs, measured points or images.
-        extra = row.model_extra or {}
-        n = extra.get("n_pairs", extra.get("n_points", row.n_images))
-        table.add_row(row.name, _fmt(n), *cells)
+            table.add_row(labels[key], *[_cell(row.values.get(key)) for row in result.rows])
+    else:
+        table.add_column("name", style="bold")
+        table.add_column("n", justify="right")
+        for key in keys:
+            table.add_column(labels[key], justify="right")
+        for row in result.rows:
+            # What a row's n counts depends on the study: pairs, measured points or images.
+            extra = row.model_extra or {}
+            n = extra.get("n_pairs", extra.get("n_points", row.n_images))
+            table.add_row(row.name, _fmt(n), *[_cell(row.values.get(key)) for key in keys])
     console.print(table)
     console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""))
 
@@ -171,3 +176,85 @@ def downstream(
 
     _run(run, out, results, out, metric=metric, by=by, bootstrap=_bootstrap(bootstrap, confidence, seed),
          plot=not no_plot)
+
+
+def _score_settings(config: Optional[Path], image_model: Optional[str], detector: Optional[str],
+                    layout_score: Optional[bool], device: Optional[str]) -> dict:
+    """ScoreConfig keywords from a config file (optional) and the flags given (flags win)."""
+    overrides = {k: v for k, v in {"image_model": image_model, "detector": detector, "layout_score": layout_score,
+                                   "device": device}.items() if v is not None}
+    if config is None:
+        return overrides
+    from clis.scorer import ScoreConfig
+
+    return ScoreConfig.from_file(config, **overrides).model_dump(by_alias=True)
+
+
+ImageModelOption = typer.Option(None, "--image-model", help="CLIP spec (hub id or local path); default: clis score's.")
+DetectorOption = typer.Option(None, "--detector", help="Detector spec, or 'none'; default: clis score's.")
+LayoutScoreOption = typer.Option(None, "--layout-score/--no-layout-score", help="Score layouts with CLIS-L too.")
+ConfigOption = typer.Option(None, "--config", help="A clis score config file (JSON, TOML or YAML).")
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ...")
+
+
+@app.command()
+def corrupt(
+    images: Path = typer.Argument(..., help="Folder of clean images (<layout id>.png, <id>/*.png, ...)."),
+    layouts: Path = typer.Argument(..., help="Their correct layouts."),
+    out: Path = OutOption,
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated subset of: shift, scale, swap_boxes, "
+                                        "swap_labels, drop, blur, noise, occlude (default: all)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", min=1, help="Use only the first N images."),
+    tie_tolerance: float = typer.Option(0.0, "--tie-tolerance", min=0.0, help="Score changes up to this count as ties."),
+    save_images: bool = typer.Option(False, "--save-images", help="Also write every corrupted image under <out>/variants."),
+    image_model: Optional[str] = ImageModelOption,
+    detector: Optional[str] = DetectorOption,
+    layout_score: Optional[bool] = LayoutScoreOption,
+    config: Optional[Path] = ConfigOption,
+    device: Optional[str] = DeviceOption,
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Corrupt correct (image, layout) pairs at 3 severities; does each score drop?"""
+    from benchmarks.corrupt import corrupt as run
+
+    def study():
+        settings = _score_settings(config, image_model, detector, layout_score, device)
+        chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds else None
+        return run(images, layouts, out, score_config=settings, kinds=chosen, max_images=max_images,
+                   tie_tolerance=tie_tolerance, save_images=save_images,
+                   bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+
+    _run(study, out)
+
+
+@app.command()
+def compare(
+    generators: list[str] = typer.Argument(..., help="NAME=PATH per generator: a scores.jsonl or a candidates folder."),
+    out: Path = OutOption,
+    layouts: Optional[Path] = typer.Option(None, "--layouts", "-l", help="Layouts (needed to score folders without scores)."),
+    min_instance: float = typer.Option(60.0, "--min-instance", help="Instance threshold of the pass rate (0..100)."),
+    min_layout: float = typer.Option(50.0, "--min-layout", help="Layout (CLIS-L) threshold of the pass rate (0..100)."),
+    all_layouts: bool = typer.Option(False, "--all-layouts", help="Use every layout, not only those all generators share."),
+    image_model: Optional[str] = ImageModelOption,
+    detector: Optional[str] = DetectorOption,
+    layout_score: Optional[bool] = LayoutScoreOption,
+    config: Optional[Path] = ConfigOption,
+    device: Optional[str] = DeviceOption,
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Compare generators on the same layouts: CLIS, CLIS-I, CLIS-L, CLIP, detection, pass rate, best-of-N gain."""
+    from benchmarks.compare import compare as run
+
+    def study():
+        settings = _score_settings(config, image_model, detector, layout_score, device)
+        return run(generators, out, layouts_path=layouts, score_config=settings, min_instance=min_instance,
+                   min_layout=min_layout, common_only=not all_layouts,
+                   bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+
+    _run(study, out)

@@ -122,3 +122,14 @@ def bucket_bars(data: pd.DataFrame, metric: str, out_dir: str | os.PathLike, ser
     ax.set_xlabel("score bucket")
     ax.set_ylabel(metric)
     return save(fig, out_dir, "downstream")
+
+
+def accuracy_heatmap(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str]:
+    """Pairwise accuracy (clean beats corrupted) per score and corruption kind."""
+    table = data.pivot(index="score_name", columns="kind", values="accuracy")
+    table = table.reindex(index=list(dict.fromkeys(data["score_name"])), columns=list(dict.fromkeys(data["kind"])))
+    fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 2.5, 0.5 * table.shape[0] + 1.5))
+    sns.heatmap(table.astype(float), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdYlGn", cbar_kws={"label": "accuracy"}, ax=ax)
+    ax.set_xlabel("corruption")
+    ax.set_ylabel("")
+    return save(fig, out_dir, "corrupt_accuracy")
