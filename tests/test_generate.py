@@ -20,6 +20,7 @@ from generators.instancediffusion import CHECKOUT_ENV, instancediffusion_input
 from generators.runner import generate_candidates, read_manifest
 from generators.shapes import label_colour
 from generators.testing import build_tiny_gligen, build_tiny_sd
+from pipeline_helpers import run_cli
 
 LAYOUTS = [
     {
@@ -239,19 +240,6 @@ def test_runner_writes_manifest_records_failures_and_resumes(layouts, tmp_path):
     assert (out / "tea" / "1.png").read_bytes() == before  # same seed, same bytes
     with pytest.raises(InputError, match="seed changed"):
         generate_candidates(adapter_layouts, adapter, out, n=3, seed=10, resume=True)
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    """Run ``clis ARGS`` as the console script does; return (exit code, stdout + stderr)."""
-    from clis.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def test_cli_generate_output_is_found_by_discovery(tmp_path, capsys):

@@ -1,0 +1,96 @@
+"""Helpers shared by the pipeline tests (plan, generate, pick, chain).
+
+``ChatServer`` is a small OpenAI-compatible chat server on 127.0.0.1, started inside a test
+(no network); ``run_cli`` runs ``clis`` the way the console script does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run ``clis ARGS`` as the console script does; return (exit code, stdout + stderr)."""
+    from clis.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+class ChatServer:
+    """Serves POST /v1/chat/completions with ``answer(body) -> str`` (or ``(status, text)``)."""
+
+    def __init__(self, answer: Callable[[dict], object]):
+        self.answer = answer
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                result = server.answer(body) if self.path == "/v1/chat/completions" else (404, "no such route")
+                status, text = result if isinstance(result, tuple) else (200, result)
+                if status == 200:
+                    payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+                else:
+                    payload = {"error": {"message": text}}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "ChatServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def asked_ids(body: dict) -> list[str]:
+    """Object ids of the request being answered (the last 'Objects:' line of the prompt)."""
+    prompt = body["messages"][-1]["content"]
+    line = re.findall(r"^Objects: (.*)$", prompt, flags=re.M)[-1]
+    return re.findall(r"([a-z][a-z ]*-\d+)", line)
+
+
+def careful_planner(body: dict) -> str:
+    """Answers like a decent LLM, with the usual slips: code fences, trailing commas, and a
+    last box that runs past the right edge (x + w = 1.1)."""
+    ids = asked_ids(body)
+    prompt = body["messages"][-1]["content"]
+    if prompt.rstrip().endswith("Layout:"):
+        n = len(ids)
+        boxes = {i: [round(k / n, 4), 0.3, round(1 / n, 4), 0.5] for k, i in enumerate(ids)}
+        boxes[ids[-1]][2] = round(boxes[ids[-1]][2] + 0.1, 4)
+        return "```json\n" + json.dumps({"boxes": boxes})[:-1] + ",}\n```"
+    labels = [i.rsplit("-", 1)[0] for i in ids]
+    graph = {
+        "objects": [{"id": i, "attributes": ["small"]} for i in ids],
+        "relations": [{"subject": [ids[0]], "relation": "next to", "object": [ids[-1]]}] if len(ids) > 1 else [],
+        "caption": "A photo of " + " and ".join(f"a {label}" for label in labels) + ".",
+    }
+    return "Here is the scene graph:\n" + json.dumps(graph)
