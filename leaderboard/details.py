@@ -150,10 +150,14 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def draw_candidate(image_path: Path, instances: list[dict[str, Any]], out_path: Path, side: int = THUMBNAIL_SIDE) -> None:
-    """Save a thumbnail of ``image_path`` with every instance box drawn in its score's colour."""
+    """Save ``image_path`` scaled to ``side`` pixels on its long side, every instance box drawn in its score's colour."""
     with Image.open(image_path) as opened:
         image = opened.convert("RGB")
-    image.thumbnail((side, side))
+    # Fit the long side to `side` both ways: small candidates (64 px test or draft renders) are
+    # enlarged so that box tags stay readable next to large ones.
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    image = image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
     width, height = image.size
     draw = ImageDraw.Draw(image)
     line = max(2, round(min(width, height) / 80))

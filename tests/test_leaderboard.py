@@ -412,10 +412,10 @@ def test_best_and_worst_candidates_are_drawn_with_score_coloured_boxes(site):
     for stem, (_, colour, _, instance_score) in expected.items():
         with Image.open(folder / f"{stem}.png") as opened:
             image = opened.convert("RGB")
-        assert image.size == (64, 64)
-        assert image.getpixel((32, 44)) == colour  # inside the box, below its tag: the candidate itself
-        assert image.getpixel((4, 4)) == colour  # outside the box
-        r, g, b = image.getpixel((16, 44))  # on the box's left edge
+        assert image.size == (320, 320)  # 64 px candidates are enlarged 5x; the box spans 80..240
+        assert image.getpixel((160, 220)) == colour  # inside the box, below its tag: the candidate itself
+        assert image.getpixel((20, 20)) == colour  # outside the box
+        r, g, b = image.getpixel((81, 220))  # on the box's left edge
         if instance_score >= 80:
             assert g > r + 40, (stem, (r, g, b))  # green end of the scale
         elif instance_score <= 20:

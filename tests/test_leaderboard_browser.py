@@ -16,7 +16,11 @@ import pytest
 
 from leaderboard.config import LeaderboardConfig
 from leaderboard.site import build_site
-from test_leaderboard import GENERATORS, MALICIOUS, write_bench
+
+try:  # tests/ is a package (tests/__init__.py) in this checkout...
+    from tests.test_leaderboard import GENERATORS, MALICIOUS, write_bench
+except ImportError:  # ...or plain folder of modules with pytest's default rootdir-based imports
+    from test_leaderboard import GENERATORS, MALICIOUS, write_bench
 
 CHROMIUM = os.environ.get("CLIS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
