@@ -206,28 +206,21 @@ class Scorer:
     def __init__(self, config: Optional[ScoreConfig] = None, **overrides: Any):
         base = config.model_dump(by_alias=True) if config is not None else {}
         self.config = ScoreConfig.checked(_deep_merge(base, overrides)) if overrides or config is None else config
-        from clis.models import load_model
         from clis.models.clip import ClipEncoder
 
         cfg = self.config
-        try:
-            clip = load_model(cfg.image_model, "clip", device=cfg.device, dtype=cfg.dtype)
-        except ModelUnavailableError as exc:
-            raise ModelUnavailableError(
-                f"CLIP weights for {cfg.image_model} are not available ({_first_clause(exc)}); pass "
-                f"--image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
-                f"{cfg.image_model}` on a connected machine"
-            ) from None
+        clip = _load_or_explain(
+            cfg.image_model, "clip", cfg, "CLIP weights",
+            f"pass --image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
+            f"{cfg.image_model}` on a connected machine",
+        )
         self.encoder = ClipEncoder(clip)
         self.detector: Optional[Detector] = None
         if cfg.detector_enabled:
-            try:
-                detector = load_model(cfg.detector, "detector", device=cfg.device, dtype=cfg.dtype)
-            except ModelUnavailableError as exc:
-                raise ModelUnavailableError(
-                    f"detector weights for {cfg.detector} are not available ({_first_clause(exc)}); pass "
-                    f"--detector PATH, --detector none, or run `clis models fetch {cfg.detector}`"
-                ) from None
+            detector = _load_or_explain(
+                cfg.detector, "detector", cfg, "detector weights",
+                f"pass --detector PATH, --detector none, or run `clis models fetch {cfg.detector}`",
+            )
             self.detector = Detector(detector, cfg.detection)
         self.text_cache = TextEmbeddingCache(
             self.encoder.encode_texts, model_key(clip.fingerprint or {"spec": clip.spec}), cfg.embedding_cache
@@ -433,5 +426,12 @@ class Scorer:
         self.text_cache.close()
 
 
-def _first_clause(exc: BaseException) -> str:
-    return " ".join(str(exc).split(";")[0].split())
+def _load_or_explain(spec: str, task: str, cfg: ScoreConfig, what: str, remedy: str) -> Any:
+    """``load_model`` whose missing-weights error names the flag that fixes it, on one line."""
+    from clis.models import load_model
+
+    try:
+        return load_model(spec, task, device=cfg.device, dtype=cfg.dtype)
+    except ModelUnavailableError as exc:
+        reason = " ".join(str(exc).split(";")[0].split())
+        raise ModelUnavailableError(f"{what} for {spec} are not available ({reason}); {remedy}") from None
