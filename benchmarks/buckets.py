@@ -33,7 +33,7 @@ from PIL import Image
 
 from benchmarks import plots
 from benchmarks.join import read_table, require_columns, numeric_column
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result, models_from_manifest
 from benchmarks.scorefile import SCORE_COLUMNS, read_scores, scored
 from benchmarks.stats import BootstrapConfig, Estimate, correlations, mean
 from clis.errors import InputError
@@ -222,6 +222,7 @@ def buckets(
     result = BenchResult(
         study="buckets",
         inputs=[input_ref("scores", scores_path, result_path), input_ref("layouts", layouts_path, result_path)],
+        models=models_from_manifest(scores_path),
         settings={**bootstrap.settings(), "score": score, "mode": mode, "edges": edges, "open_ends": open_ends,
                   "best_only": best_only, "image_root": relative_path(root, result_path),
                   "n_candidates": int(len(frame)), "n_outside": int(len(frame) - sum(len(m) for m in members.values()))

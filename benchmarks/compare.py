@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import plots
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result, models_from_manifest
 from benchmarks.scorefile import read_scores, scored
 from benchmarks.stats import BootstrapConfig, Clusters, best_of_n_gain, pooled_mean, pooled_median
 from clis.errors import InputError
@@ -148,6 +148,7 @@ def compare(
             scores_file=relative_path(scores_path, result_path),
             layouts_file=relative_path(layouts_path, result_path) if layouts_path else None,
             images_root=relative_path(images_root, result_path) if images_root else None,
+            models=models_from_manifest(scores_path),
         ))
     table = pd.DataFrame.from_records(records)
     out_dir.mkdir(parents=True, exist_ok=True)

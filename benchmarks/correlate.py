@@ -29,7 +29,7 @@ import pandas as pd
 
 from benchmarks import plots
 from benchmarks.join import ImageMatcher, check_scores_unique, check_unique, numeric_column, read_table, require_columns
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result, models_from_manifest
 from benchmarks.scorefile import SCORE_LABELS, present_score_columns, read_scores, scored
 from benchmarks.stats import CORRELATION_METHODS, BootstrapConfig, correlations
 from clis.errors import InputError
@@ -164,6 +164,7 @@ def correlate(
     result = BenchResult(
         study="correlate",
         inputs=[input_ref("scores", scores_path, result_path), input_ref("targets", targets_path, result_path)],
+        models=models_from_manifest(scores_path),
         settings={**bootstrap.settings(), "target": target, "level": level, "aggregate": aggregate if level == "layout" else None,
                   "by": by, "n_failed_candidates": n_failed},
         metrics=METRICS,

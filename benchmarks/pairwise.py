@@ -35,7 +35,7 @@ import pandas as pd
 
 from benchmarks import plots
 from benchmarks.join import ImageMatcher, check_scores_unique, read_table, require_columns
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result, models_from_manifest
 from benchmarks.scorefile import SCORE_LABELS, present_score_columns, read_scores
 from benchmarks.stats import BootstrapConfig, Estimate, mean, rate
 from clis.errors import InputError
@@ -159,6 +159,7 @@ def pairwise(
     result = BenchResult(
         study="pairwise",
         inputs=[input_ref("scores", scores_path, result_path), input_ref("preferences", preferences_path, result_path)],
+        models=models_from_manifest(scores_path),
         settings={**bootstrap.settings(), "score_ties": score_ties, "tie_tolerance": tie_tolerance, "by": by,
                   "n_pairs": int(len(prefs)), "n_human_ties": human_ties},
         metrics=METRICS,

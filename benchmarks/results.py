@@ -175,3 +175,22 @@ def read_result(path: str | os.PathLike) -> BenchResult:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{path}: field '{where}': {first['msg']}") from None
+
+
+def models_from_manifest(scores_path: str | os.PathLike) -> dict[str, Any]:
+    """Model specs from the manifest ``clis score`` writes beside a scores file (``{}`` if none).
+
+    A result should say which models produced the scores it analyses.
+    """
+    path = Path(f"{scores_path}.manifest.json")
+    try:
+        models = json.loads(path.read_text(encoding="utf-8")).get("models") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in models.items():
+        if isinstance(value, dict):
+            out[key] = value.get("spec", value)
+        else:
+            out[key] = "none" if value is None else value
+    return out
