@@ -111,6 +111,9 @@ def test_tiny_clip_models_load_and_encode(tiny_models, image):
         assert encoder.encode_images(pixels).shape == (2, 16)
         feats, truncated = encoder.encode_texts(["a red cup", "a dog on a sofa", "x"])
         assert feats.shape == (3, 16) and truncated == [False, False, False]
+        empty, flags = encoder.encode_texts([])
+        assert empty.shape == (0, encoder.embed_dim) == (0, 16) and flags == []
+        assert encoder.encode_images(encoder.preprocess([])).shape == (0, 16)
 
 
 def test_tiny_detectors_forward(tiny_models, image):
@@ -442,6 +445,10 @@ def test_cli_models_list_and_fetch(tiny_models, empty_offline_hub):
     assert result.exit_code == 0, result.output
     assert "embedded:minilm" in result.output and "hf:openai/clip-vit-base-patch32" in result.output
     assert "text-embedding" in result.output
+    result = runner.invoke(app, ["models", "list", "--json"])
+    rows = {row["spec"]: row for row in json.loads(result.output)}
+    assert rows["embedded:minilm"]["available"] is True and rows["embedded:minilm"]["location"]
+    assert rows["hf:openai/clip-vit-base-patch32"]["available"] is False  # the hub cache is empty here
 
     result = runner.invoke(app, ["models", "fetch", tiny_models["sam"]])
     assert result.exit_code == 0 and "tiny-sam" in result.output

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -17,10 +20,15 @@ models_app = typer.Typer(
 
 
 @models_app.command("list")
-def list_models() -> None:
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
     """Show the default and alternative model specs, their task and whether they are here."""
     from clis.models import known_models
 
+    if as_json:
+        typer.echo(json.dumps([asdict(row) for row in known_models()], indent=2))
+        return
     table = Table(title="CLIS models", show_lines=False)
     for column in ("spec", "task", "role", "available", "description"):
         table.add_column(column, overflow="fold")

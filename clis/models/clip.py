@@ -77,6 +77,13 @@ class ClipEncoder:
         return int(self.model.config.text_config.max_position_embeddings)
 
     @property
+    def embed_dim(self) -> int:
+        """Width of the joint image-text embedding."""
+        if self.backend == "open_clip":
+            return int(self.model.visual.output_dim)
+        return int(self.model.config.projection_dim)
+
+    @property
     def logit_scale(self) -> float:
         """The learned temperature, already exponentiated (100.0 for OpenAI CLIP)."""
         return float(self.model.logit_scale.detach().float().exp().item())
@@ -95,6 +102,8 @@ class ClipEncoder:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel tensor -> image embeddings ``[N, D]`` (not normalised)."""
+        if len(pixels) == 0:
+            return torch.empty(0, self.embed_dim, device=self.device, dtype=self.dtype)
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         if self.backend == "open_clip":
             return self.model.encode_image(pixels)
@@ -117,6 +126,8 @@ class ClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """Texts -> (embeddings ``[N, D]`` not normalised, one ``truncated`` flag per text)."""
         texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.embed_dim, device=self.device, dtype=self.dtype), []
         truncated = [n > self.context_length for n in self._token_counts(texts)]
         if self.backend == "open_clip":
             tokens = self._tokenizer(texts).to(self.device)

@@ -125,7 +125,9 @@ def _load_open_clip(spec: ModelSpec, task: str, device: str, dtype) -> LoadedMod
             fingerprint = {"spec": spec.text, "architecture": arch, **weights_fingerprint(spec.path)}
         else:
             source = hub.fetch_open_clip_tag(spec)  # cached path, or download when online
-            name, pretrained = arch, str(source)
+            # Pass the tag, not the file: the tag also carries its preprocessing (mean/std,
+            # resize mode), which open_clip only applies when it resolves the tag itself.
+            name, pretrained = arch, spec.revision
             fingerprint = {"spec": spec.text, "architecture": arch, "pretrained": spec.revision,
                            **weights_fingerprint(source)}
     elif spec.kind == "open_clip_hub":
