@@ -1,0 +1,283 @@
+"""`clis score` and the Scorer API end to end: output format, weights, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clis.cli import app
+from clis.formats import load_layouts
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TOP_KEYS = ["layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error"]
+INSTANCE_KEYS = {"object_id", "label", "phrase", "bbox", "region", "grounding", "detection", "score"}
+DETECTION_KEYS = {"found", "iou", "score", "count", "expected_count", "count_match"}
+
+runner = CliRunner()
+
+
+def run_clis(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-c", "from clis.cli import main; main()", *args],
+        capture_output=True, text=True, env=env, timeout=300, cwd=ROOT,
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def example_run(tiny_models, tmp_path_factory):
+    """`clis score examples/images examples/layouts.json` with tiny CLIP + Grounding DINO, as a user runs it."""
+    out = tmp_path_factory.mktemp("score") / "scores.jsonl"
+    result = run_clis(
+        "score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"), "--out", str(out),
+        "--csv", str(out.with_suffix(".csv")), "--image-model", tiny_models["hf_clip"],
+        "--detector", tiny_models["grounding_dino"], "--no-layout-score", "--batch-size", "8",
+    )
+    return result, out
+
+
+def test_examples_end_to_end_output_format(example_run):
+    result, out = example_run
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "7 candidates: 7 scored, 0 failed" in result.stdout
+    layouts = load_layouts(EXAMPLES / "layouts.json")
+    records = read_jsonl(out)
+    # One line per candidate, in input order (each example layout has one image).
+    assert [r["layout_id"] for r in records] == [lay.id for lay in layouts]
+    for record, layout in zip(records, layouts):
+        assert list(record) == TOP_KEYS
+        assert record["error"] is None and Path(record["image"]).stem == layout.id
+        assert record["clis_l"] is None and record["clis"] == record["clis_i"]
+        assert [i["object_id"] for i in record["instances"]] == [o.id for o in layout.objects]
+        for instance, obj in zip(record["instances"], layout.objects):
+            assert set(instance) == INSTANCE_KEYS
+            assert instance["bbox"] == obj.bbox and instance["phrase"] == obj.phrase
+            assert set(instance["detection"]) == DETECTION_KEYS
+            for key in ("region", "grounding", "score"):
+                assert 0.0 <= instance[key] <= 100.0
+            # The documented instance formula with the default weights 0.2 / 0.4 / 0.4.
+            expected = 0.2 * instance["region"] + 0.4 * instance["grounding"] + 0.4 * 100 * instance["detection"]["iou"]
+            assert instance["score"] == pytest.approx(expected, abs=1e-3)
+        mean_instance = sum(i["score"] for i in record["instances"]) / len(record["instances"])
+        assert record["clis_i"] == pytest.approx(0.5 * record["global"] + 0.5 * mean_instance, abs=1e-3)
+
+
+def test_examples_manifest_and_csv(example_run, tiny_models):
+    _, out = example_run
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert manifest["tool"] == "clis" and manifest["version"]
+    assert manifest["models"]["image_model"]["spec"] == tiny_models["hf_clip"]
+    assert len(manifest["models"]["image_model"]["sha256"]) == 64
+    assert len(manifest["models"]["detector"]["sha256"]) == 64
+    assert manifest["weights"]["clis_i"] == {"global": 0.5, "instances": 0.5, "region": 0.2, "grounding": 0.4,
+                                              "detection": 0.4}
+    assert manifest["run"]["status"] == "complete" and manifest["run"]["scored"] == 7
+    assert manifest["created"] and manifest["updated"]
+    with open(out.with_suffix(".csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    records = read_jsonl(out)
+    assert [r["image"] for r in rows] == [r["image"] for r in records]
+    assert [float(r["clis"]) for r in rows] == [r["clis"] for r in records]
+
+
+def test_weights_from_flags_and_config_file(tiny_models, tmp_path):
+    config = tmp_path / "clis.toml"
+    config.write_text(
+        f'image_model = "{tiny_models["hf_clip"]}"\ndetector = "none"\nlayout_score = false\n'
+        "[weights]\nglobal = 1.0\ninstances = 0.0\n"
+    )
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"),
+                                 "--config", str(config), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    for record in read_jsonl(out):
+        assert record["clis_i"] == record["global"]  # instances weighted 0
+        assert all(i["detection"] is None for i in record["instances"])
+    # A flag wins over the file: only instances count now, grounding only.
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"),
+                                 "--config", str(config), "--out", str(out), "--overwrite", "-q",
+                                 "--weight", "global=0", "--weight", "instances=1", "--weight", "region=0"])
+    assert result.exit_code == 0, result.output
+    for record in read_jsonl(out):
+        for instance in record["instances"]:
+            assert instance["score"] == pytest.approx(instance["grounding"], abs=1e-3)
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert manifest["weights"]["clis_i"]["global"] == 0 and manifest["weights"]["clis_i"]["region"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weight", "colour=1"], "--weight 'colour=1': expected NAME=VALUE"),
+    (["--weight", "global=lots"], "is not a number"),
+    (["--weight", "global=-1"], "weights.global"),
+    (["--crop-margin", "5"], "crop_margin"),
+])
+def test_bad_options_are_one_line_errors(args, message, tmp_path):
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"),
+                                 "--out", str(tmp_path / "s.jsonl"), *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path):
+    out = tmp_path / "s.jsonl"
+    out.write_text('{"layout_id": "x"}\n')
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"), "--out", str(out)])
+    assert result.exit_code == 2 and "--resume" in result.output and "--overwrite" in result.output
+    assert out.read_text() == '{"layout_id": "x"}\n'
+
+
+def test_missing_default_weights_say_what_to_do(tmp_path):
+    result = run_clis("score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"), "--out",
+                      str(tmp_path / "s.jsonl"), env_extra={"HF_HOME": str(tmp_path / "hf"),
+                                                            "CLIS_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Loading" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "--image-model PATH" in lines[0] and "clis models fetch" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_layout_outside_image_fails_before_any_model_loads(tmp_path):
+    bad = [{"id": "a", "caption": "x", "objects": [{"id": "o", "label": "cup", "bbox": [1.2, 0.1, 0.3, 0.3]}]}]
+    layouts = tmp_path / "layouts.json"
+    layouts.write_text(json.dumps(bad))
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    # A model path that does not exist: had any model been loaded, the error would name it.
+    result = runner.invoke(app, ["score", str(tmp_path / "images"), str(layouts), "--out", str(tmp_path / "s.jsonl"),
+                                 "--image-model", str(tmp_path / "no-such-model")])
+    assert result.exit_code == 2
+    assert str(layouts) in result.output and "bbox" in result.output and "no-such-model" not in result.output
+    assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_check_layouts_in_canvas_on_constructed_layout():
+    from clis.errors import InputError
+    from clis.layout import Layout, LayoutObject
+    from clis.scorer import check_layouts_in_canvas
+
+    outside = LayoutObject.model_construct(id="o", label="cup", bbox=[1.1, 1.1, 0.2, 0.2], attributes=[])
+    partly = LayoutObject.model_construct(id="p", label="cup", bbox=[0.9, 0.9, 0.2, 0.2], attributes=[])
+    with pytest.raises(InputError, match=r"layout 'a' \(record 0\): objects\[\*\]\.bbox: every object lies outside"):
+        check_layouts_in_canvas([Layout.model_construct(id="a", caption="", objects=[outside], relations=[])])
+    check_layouts_in_canvas([Layout.model_construct(id="b", caption="", objects=[outside, partly], relations=[])])
+
+
+def _bad_input_folder(tmp_path: Path) -> tuple[Path, Path]:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (60, 60), "red").save(images / "good.png")
+    Image.new("RGB", (200, 200), "red").save(images / "huge.png")  # 40000 px > --max-pixels 10000
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    jpeg = images / "cut.jpg"
+    Image.new("RGB", (60, 60), "blue").save(jpeg, quality=90)
+    jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
+    (images / "text.jpg").write_text("this is not an image")
+    ids = ["good", "huge", "corrupt", "cut", "text"]
+    records = [{"id": i, "caption": "a red cup", "objects": [{"id": "cup-1", "label": "cup", "bbox": [0.2, 0.2, 0.5, 0.5]}]}
+               for i in ids]
+    records.append({"id": "gone", "caption": "a cup", "images": ["gone.png"],
+                    "objects": [{"id": "cup-1", "label": "cup", "bbox": [0.2, 0.2, 0.5, 0.5]}]})
+    layouts = tmp_path / "layouts.json"
+    layouts.write_text(json.dumps(records))
+    return images, layouts
+
+
+def test_bad_images_become_error_records_and_the_run_goes_on(tiny_models, tmp_path):
+    images, layouts = _bad_input_folder(tmp_path)
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, ["score", str(images), str(layouts), "--out", str(out), "--max-pixels", "10000",
+                                 "--image-model", tiny_models["hf_clip"], "--detector", "none", "--no-layout-score"])
+    assert result.exit_code == 1
+    assert "5 of 6 candidates failed" in result.output and "Traceback" not in result.output
+    by_id = {r["layout_id"]: r for r in read_jsonl(out)}
+    assert by_id["good"]["error"] is None and by_id["good"]["clis"] is not None
+    expected = {"huge": "exceeds the limit of 10000", "corrupt": "not an image file", "cut": "corrupt or truncated",
+                "text": "not an image file", "gone": "file not found"}
+    for layout_id, reason in expected.items():
+        record = by_id[layout_id]
+        assert reason in record["error"] and "\n" not in record["error"]
+        assert record["clis"] is None and record["clis_i"] is None and record["instances"] == []
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["failed"] == 5
+
+
+def test_resume_after_interruption(tiny_models, tmp_path):
+    from clis.scorer import ScoreConfig, Scorer
+
+    images = tmp_path / "images"
+    shutil.copytree(EXAMPLES / "images", images)
+    config = ScoreConfig(image_model=tiny_models["hf_clip"], detector=tiny_models["owlv2"], layout_score=False,
+                         batch_size=4)
+    scorer = Scorer(config)
+    reference = scorer.score_folder(images, EXAMPLES / "layouts.json")
+
+    out = tmp_path / "s.jsonl"
+    seen: list[dict] = []
+
+    def interrupt_after_three(record: dict) -> None:
+        seen.append(record)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scorer.score_folder(images, EXAMPLES / "layouts.json", out=out, on_record=interrupt_after_three)
+    assert read_jsonl(out) == reference[:3]
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["status"] == "interrupted"
+    with open(out, "a") as handle:  # a line cut short by the interruption
+        handle.write('{"layout_id": "motorcycle", "image": "')
+
+    rescored: list[dict] = []
+    records = Scorer(config).score_folder(images, EXAMPLES / "layouts.json", out=out, resume=True,
+                                          on_record=rescored.append)
+    assert len(rescored) == 4  # only the candidates that were not finished
+    assert records == reference and read_jsonl(out) == reference
+    run = json.loads(Path(f"{out}.manifest.json").read_text())["run"]
+    assert run["status"] == "complete" and run["resumed"] == 3 and run["scored"] == 7
+
+
+def test_resume_retries_failed_candidates(tiny_models, tmp_path):
+    images, layouts = _bad_input_folder(tmp_path)
+    out = tmp_path / "s.jsonl"
+    args = ["score", str(images), str(layouts), "--out", str(out), "--image-model", tiny_models["hf_clip"],
+            "--detector", "none", "--no-layout-score", "-q"]
+    assert runner.invoke(app, args).exit_code == 1
+    Image.new("RGB", (60, 60), "green").save(images / "gone.png")  # the user supplies the missing file
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 1 and "3 of 6 candidates failed" in result.output
+    records = read_jsonl(out)
+    assert [r["layout_id"] for r in records] == ["good", "huge", "corrupt", "cut", "text", "gone"]
+    assert records[-1]["error"] is None and records[1]["error"] is None  # huge passes the default limit
+
+
+def test_python_api_pairs_and_metric_class(tiny_models):
+    from clis.image_score import CLISImageScore
+    from clis.scorer import ScoreConfig, Scorer
+
+    layouts = load_layouts(EXAMPLES / "layouts.json")[:3]
+    scorer = Scorer(ScoreConfig(image_model=tiny_models["hf_clip"], detector="none", layout_score=False))
+    pairs = [(EXAMPLES / "images" / f"{lay.id}.jpg", lay) for lay in layouts]
+    batched = list(scorer.score_pairs(pairs))
+    single = [scorer.score(image, lay) for image, lay in pairs]
+    assert [r["clis"] for r in batched] == pytest.approx([r["clis"] for r in single], abs=1e-3)
+    metric = CLISImageScore(scorer.encoder)
+    metric.update([p for p, _ in pairs], [lay for _, lay in pairs])
+    summary = metric.compute()
+    assert summary["n"] == 3 and summary["failed"] == 0
+    assert summary["clis_i"] == pytest.approx(sum(r["clis_i"] for r in batched) / 3, abs=1e-3)
+    assert not math.isnan(summary["global"])
