@@ -22,7 +22,7 @@ import torch
 # Latents are 1/2 of the image side with a 2-block VAE; 64x64 images use 32x32 latents.
 TINY_IMAGE_SIZE = 64
 _TEXT_DIM = 32
-_MAX_TOKENS = 16
+_MAX_TOKENS = 77  # as in CLIP, so test captions are not truncated
 
 
 def _bytes_to_unicode() -> dict[int, str]:
