@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clis.formats import load_layouts
@@ -90,7 +91,7 @@ def generate(
     finally:
         adapter.close()
     for line in failures:
-        console.print(f"[red]failed:[/] {line}", markup=True)
+        console.print(f"[red]failed:[/] {escape(line)}", markup=True)
     s = manifest["summary"]
     console.print(
         f"{s['done']}/{s['layouts']} layouts done ({s['resumed']} resumed), {s['failed']} failed, "

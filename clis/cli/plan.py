@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clis.errors import InputError
@@ -107,7 +108,7 @@ def plan(
     }
     report_path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for line in failures:
-        console.print(f"[red]failed:[/] {line}", markup=True)
+        console.print(f"[red]failed:[/] {escape(line)}", markup=True)
     s = result.summary
     console.print(
         f"planned {s['ok']}/{s['slots']} layouts ({s['failed']} failed, {s['clamped_boxes']} boxes clamped, "
