@@ -1,0 +1,250 @@
+"""The reference pool of real layouts: its file format, loading, and category matching.
+
+A pool file is JSON Lines (optionally gzip-compressed, ``.jsonl.gz``). The first line is a
+header, every later line one real example::
+
+    {"clis_pool": 1, "sources": ["vg:relationships.json"], "examples": 2}
+    {"subject": "cup", "relation": "on", "object": "table", "subject_box": [120, 80, 40, 50], "object_box": [20, 120, 400, 200], "source": "vg:1/4711"}
+    {"subject": "man", "relation": "riding", "object": "horse", "subject_box": [0.3, 0.1, 0.2, 0.4], "object_box": [0.2, 0.3, 0.5, 0.5]}
+
+Boxes are ``[x, y, w, h]`` with the origin at the top left, in any unit shared by the two
+boxes of an example (pixels of the source image, or normalised to a square canvas): every
+geometric feature is unchanged by uniform scaling. Labels and relations are compared after
+lower-casing and collapsing white space. ``source`` is optional provenance.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "pool.jsonl"
+    >>> _ = write_pool([PoolExample(subject="cup", relation="on", object="table",
+    ...                             subject_box=[4, 2, 2, 2], object_box=[1, 4, 8, 5])], path)
+    >>> pool = Pool.load(path)
+    >>> pool.relations, len(pool)
+    (['on'], 1)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Iterable, Optional, Sequence
+
+import numpy as np
+from annotated_types import Len
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clis.errors import InputError
+from clis.layout_score.geometry import PairFeatures, pair_features
+
+POOL_FORMAT_VERSION = 1
+
+
+class PoolFileError(InputError):
+    """A pool file is missing, is not a pool, or has a malformed record."""
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case and collapse white space: ``" Next  To"`` -> ``"next to"`` (any script)."""
+    return " ".join(text.lower().split())
+
+
+class PoolExample(BaseModel):
+    """One real (subject, relation, object) example with its two boxes."""
+
+    model_config = ConfigDict(extra="allow")
+
+    subject: str = Field(min_length=1)
+    relation: str = Field(min_length=1)
+    object: str = Field(min_length=1)
+    subject_box: Annotated[list[float], Len(min_length=4, max_length=4)]
+    object_box: Annotated[list[float], Len(min_length=4, max_length=4)]
+    source: Optional[str] = None
+
+    @field_validator("subject", "relation", "object")
+    @classmethod
+    def _normalised(cls, text: str) -> str:
+        text = normalize_text(text)
+        if not text:
+            raise ValueError("is blank")
+        return text
+
+    @field_validator("subject_box", "object_box")
+    @classmethod
+    def _positive_size(cls, box: list[float]) -> list[float]:
+        if not all(np.isfinite(box)):
+            raise ValueError(f"box {box} has a non-finite value")
+        if box[2] <= 0 or box[3] <= 0:
+            raise ValueError(f"box {box} is degenerate: width and height must be > 0")
+        return box
+
+
+def _open_text(path: Path, mode: str):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def write_pool(examples: Iterable[PoolExample], path: str | Path, sources: Sequence[str] = ()) -> int:
+    """Write a pool file (header + one line per example); return the number of examples.
+
+    The header's ``examples`` count is written last-known-good: examples are streamed to a
+    temporary file first so a crash never leaves a pool whose header lies.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = path.with_name(path.name + ".part")
+    count = 0
+    with _open_text(body, "wt") as handle:
+        for example in examples:
+            handle.write(example.model_dump_json(exclude_none=True) + "\n")
+            count += 1
+    header = {"clis_pool": POOL_FORMAT_VERSION, "sources": list(sources), "examples": count}
+    with _open_text(path, "wt") as out, _open_text(body, "rt") as lines:
+        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for line in lines:
+            out.write(line)
+    body.unlink()
+    return count
+
+
+def _field_name(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "record"
+
+
+def read_pool_examples(path: str | Path) -> tuple[dict, list[PoolExample]]:
+    """The header and validated examples of a pool file; ``PoolFileError`` names file, line, field."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoolFileError(f"{path}: pool file not found")
+    examples: list[PoolExample] = []
+    header: Optional[dict] = None
+    try:
+        with _open_text(path, "rt") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                if header is None:
+                    header = _parse_header(path, line)
+                    continue
+                try:
+                    examples.append(PoolExample.model_validate_json(line))
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    if error["type"] == "json_invalid":
+                        raise PoolFileError(f"{path}: line {line_number}: invalid JSON: {error['msg']}") from None
+                    message = error["msg"].removeprefix("Value error, ")
+                    raise PoolFileError(
+                        f"{path}: line {line_number} (example {len(examples) + 1}): field '{_field_name(error)}': {message}"
+                    ) from None
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise PoolFileError(f"{path}: cannot read pool file: {exc}") from None
+    if header is None:
+        raise PoolFileError(f"{path}: empty file: a pool starts with a header line like {{\"clis_pool\": 1}}")
+    return header, examples
+
+
+def _parse_header(path: Path, line: str) -> dict:
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise PoolFileError(f"{path}: line 1: invalid JSON: {exc.msg}") from None
+    if not isinstance(header, dict) or "clis_pool" not in header:
+        raise PoolFileError(
+            f"{path}: line 1: not a CLIS pool file (the first line must be a header like "
+            "{\"clis_pool\": 1}; make one with `clis pool build`)"
+        )
+    if header["clis_pool"] != POOL_FORMAT_VERSION:
+        raise PoolFileError(f"{path}: line 1: field 'clis_pool': unsupported pool format version {header['clis_pool']!r}")
+    return header
+
+
+@dataclass
+class RelationExamples:
+    """All examples of one relation: label indices into ``labels`` and precomputed features."""
+
+    labels: list[str]
+    subject_index: np.ndarray
+    object_index: np.ndarray
+    features: PairFeatures
+
+
+class Pool:
+    """A loaded pool, grouped by relation with every example's geometric features precomputed."""
+
+    def __init__(self, examples: Sequence[PoolExample], path: Optional[Path] = None, header: Optional[dict] = None):
+        self.path = path
+        self.header = header or {}
+        self.size = len(examples)
+        grouped: dict[str, list[PoolExample]] = {}
+        for example in examples:
+            grouped.setdefault(example.relation, []).append(example)
+        self.by_relation: dict[str, RelationExamples] = {}
+        for relation, group in grouped.items():
+            labels = sorted({e.subject for e in group} | {e.object for e in group})
+            position = {label: i for i, label in enumerate(labels)}
+            features = pair_features([e.subject_box for e in group], [e.object_box for e in group])
+            self.by_relation[relation] = RelationExamples(
+                labels,
+                np.array([position[e.subject] for e in group], dtype=np.int64),
+                np.array([position[e.object] for e in group], dtype=np.int64),
+                features,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Pool":
+        header, examples = read_pool_examples(path)
+        return cls(examples, Path(path), header)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def relations(self) -> list[str]:
+        return sorted(self.by_relation)
+
+    def counts(self) -> dict[str, int]:
+        """Examples per relation, most common first."""
+        counts = {r: len(g.subject_index) for r, g in self.by_relation.items()}
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def fingerprint(self) -> dict:
+        info = {"examples": self.size, "relations": len(self.by_relation), "sources": self.header.get("sources", [])}
+        if self.path is not None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            info.update(path=str(self.path), sha256=digest.hexdigest())
+        return info
+
+
+class CategoryMatcher:
+    """Label similarity for matching a generated pair's labels with pool labels.
+
+    With a text embedder it is the cosine similarity of the label embeddings (cached per
+    label); without one (``embedder=None``) it is 1 for identical normalised labels, else 0.
+    """
+
+    def __init__(self, embedder=None):
+        self.embedder = embedder
+        self._vectors: dict[str, np.ndarray] = {}
+
+    def _embed(self, labels: Sequence[str]) -> np.ndarray:
+        missing = [label for label in dict.fromkeys(labels) if label not in self._vectors]
+        if missing:
+            vectors = self.embedder.encode(missing).cpu().numpy().astype(np.float64)
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms > 0, norms, 1.0)
+            self._vectors.update(zip(missing, vectors))
+        return np.stack([self._vectors[label] for label in labels])
+
+    def similarity(self, label: str, candidates: Sequence[str]) -> np.ndarray:
+        """Similarity of ``label`` to each of ``candidates`` (normalised labels), in [-1, 1]."""
+        label = normalize_text(label)
+        if self.embedder is None:
+            return np.array([1.0 if c == label else 0.0 for c in candidates])
+        query = self._embed([label])[0]
+        return self._embed(list(candidates)) @ query
