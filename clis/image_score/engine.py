@@ -268,11 +268,13 @@ class ImageScorer:
         batch: list[_Prepared] = []
         rows = 0
         for prepared in prefetch_map(self.prepare, candidates, self.num_workers, depth=max(8, 2 * self.num_workers)):
-            batch.append(prepared)
-            rows += prepared.rows
-            if rows >= self.batch_size:
+            # Close a batch before it overflows: a 35-row batch would cost a full forward pass
+            # of 32 rows plus a nearly empty one of 3.
+            if batch and rows + prepared.rows > self.batch_size:
                 yield from self._score_batch(batch)
                 batch, rows = [], 0
+            batch.append(prepared)
+            rows += prepared.rows
         if batch:
             yield from self._score_batch(batch)
 
