@@ -231,6 +231,7 @@ class Scorer:
         )
         self.layout_scorer = self._load_layout_scorer()
         self._clis_l: dict[str, Optional[float]] = {}
+        self.layout_errors: dict[str, str] = {}
         self.started = _now()
 
     # -- CLIS-L ---------------------------------------------------------------------------------
@@ -249,12 +250,20 @@ class Scorer:
         except (TypeError, ValueError) as exc:
             raise InputError(f"layout settings: {' '.join(str(exc).split())}") from None
 
-    def layout_scores(self, layouts: Sequence[Layout]) -> dict[str, Optional[float]]:
-        """CLIS-L per layout id (None when layout scoring is off or a layout has no score)."""
-        todo = [layout for layout in layouts if layout.id not in self._clis_l]
+    def layout_scores(
+        self, layouts: Sequence[Layout], progress: Optional[Callable[[str, int, int], None]] = None
+    ) -> dict[str, Optional[float]]:
+        """CLIS-L per layout id (None when layout scoring is off or failed for that layout).
+
+        Each layout is scored once per Scorer; ``progress(stage, done, total)`` is passed on to
+        ``LayoutScorer.score_layouts``. Failures are kept in ``layout_errors``.
+        """
+        todo = list({layout.id: layout for layout in layouts if layout.id not in self._clis_l}.values())
         if todo and self.layout_scorer is not None:
-            for result in self.layout_scorer.score_layouts(todo):
+            for result in self.layout_scorer.score_layouts(todo, progress=progress):
                 self._clis_l[result.id] = result.clis_l
+                if result.error:
+                    self.layout_errors[result.id] = result.error
         for layout in todo:
             self._clis_l.setdefault(layout.id, None)
         return {layout.id: self._clis_l[layout.id] for layout in layouts}
@@ -295,6 +304,7 @@ class Scorer:
         on_record: Optional[Callable[[dict], None]] = None,
         on_start: Optional[Callable[[int, int], None]] = None,
         layouts_source: Optional[str] = None,
+        on_layout_progress: Optional[Callable[[str, int, int], None]] = None,
     ) -> list[dict]:
         """Score every candidate image of ``layouts`` found in ``images_dir`` (see clis.discovery).
 
@@ -303,6 +313,7 @@ class Scorer:
         successful records already in ``out``, drops failed ones and a line cut short by an
         interruption, scores the rest, and finally rewrites the file in input order.
         ``on_start(total, already_done)`` and ``on_record(record)`` let a caller show progress;
+        ``on_layout_progress`` is passed to CLIS-L scoring, which runs first, once per layout;
         ``layouts_source`` names the layouts file in messages and the manifest.
         Returns every record, in input order.
         """
@@ -343,14 +354,14 @@ class Scorer:
         }
         if out_path is not None:
             self.write_manifest(out_path)
-        if on_start is not None:
-            on_start(len(order), len(done))
-
         todo = [(path, by_id[layout_id]) for layout_id, path in order if (layout_id, path) not in done]
-        self.layout_scores([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order)])
         new: dict[tuple[str, str], dict] = {}
         handle = open(out_path, "a", encoding="utf-8") if out_path is not None else None
         try:
+            # CLIS-L first, once per layout, all LLM queries batched together.
+            self.layout_scores([layout for _, layout in todo], progress=on_layout_progress)
+            if on_start is not None:
+                on_start(len(order), len(done))
             for record in self.score_pairs(todo):
                 new[(record["layout_id"], record["image"])] = record
                 if handle is not None:
@@ -412,6 +423,7 @@ class Scorer:
             if discovery is not None:
                 data["run"]["layouts_without_images"] = list(discovery.missing)
                 data["run"]["orphan_images"] = [str(p) for p in discovery.orphans]
+            data["run"]["layout_score_errors"] = dict(self.layout_errors)
         return data
 
     def write_manifest(self, out: str | Path) -> Path:

@@ -281,3 +281,28 @@ def test_python_api_pairs_and_metric_class(tiny_models):
     assert summary["n"] == 3 and summary["failed"] == 0
     assert summary["clis_i"] == pytest.approx(sum(r["clis_i"] for r in batched) / 3, abs=1e-3)
     assert not math.isnan(summary["global"])
+
+
+def test_layout_score_is_combined_when_clis_l_is_available(tiny_models, tmp_path):
+    pytest.importorskip("clis.layout_score")
+    config = tmp_path / "clis.json"
+    config.write_text(json.dumps({"image_model": tiny_models["hf_clip"], "detector": "none",
+                                  "layout": {"llm": tiny_models["causal_lm"], "text_embedder": "none"},
+                                  "combine": {"image": 0.75, "layout": 0.25}}))
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"),
+                                 "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = read_jsonl(out)
+    for record in records:
+        assert 0.0 <= record["clis_l"] <= 100.0
+        assert record["clis"] == pytest.approx(0.75 * record["clis_i"] + 0.25 * record["clis_l"], abs=1e-3)
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert manifest["weights"]["clis"] == {"image": 0.75, "layout": 0.25}
+    assert manifest["weights"]["layout_score_used"] is True
+    assert manifest["models"]["layout"]["llm"]["spec"] == tiny_models["causal_lm"]
+    # --no-layout-score turns it off: clis falls back to clis_i.
+    result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"),
+                                 "--config", str(config), "--out", str(out), "--overwrite", "--no-layout-score"])
+    assert result.exit_code == 0, result.output
+    assert all(r["clis_l"] is None and r["clis"] == r["clis_i"] for r in read_jsonl(out))

@@ -165,17 +165,27 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
     scorer = Scorer(settings)
     console = Console(stderr=True)
     progress = Progress(
-        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, disable=quiet, transient=False,
     )
-    task = progress.add_task("score", total=None)
+    layout_task = None
+
+    def on_layout_progress(stage: str, done: int, total: int) -> None:
+        nonlocal layout_task
+        if layout_task is None:
+            layout_task = progress.add_task("CLIS-L", total=total)
+        progress.update(layout_task, description=f"CLIS-L {stage}", completed=done, total=total)
+
+    task = progress.add_task("CLIS-I", total=None, start=False)
 
     def on_start(total: int, done: int) -> None:
         progress.update(task, total=total, completed=done)
+        progress.start_task(task)
 
     with progress:
         records = scorer.score_folder(
             images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
+            on_layout_progress=on_layout_progress,
             on_start=on_start, on_record=lambda _record: progress.advance(task),
         )
     scorer.close()
