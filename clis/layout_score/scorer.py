@@ -1,0 +1,344 @@
+"""CLIS-L for whole layouts: LLM plausibility, the geometric prior, and their combination.
+
+Example:
+    >>> import tempfile
+    >>> from clis.layout import Layout
+    >>> from clis.testing import build_tiny_causal_lm
+    >>> scorer = LayoutScorer(LayoutScoreConfig(llm=build_tiny_causal_lm(tempfile.mkdtemp())))
+    >>> layout = Layout.model_validate({"id": "tea", "objects": [
+    ...     {"id": "cup-1", "label": "cup", "bbox": [0.4, 0.3, 0.2, 0.2]},
+    ...     {"id": "table-1", "label": "table", "bbox": [0.1, 0.5, 0.8, 0.5]}]})
+    >>> result = scorer.score_layouts([layout])[0]
+    >>> 0 <= result.clis_l <= 100, result.geometry is None
+    (True, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from clis.errors import ClisError, InputError
+from clis.layout import Layout, LayoutObject
+from clis.layout_score.llm import (
+    ASPECT_WEIGHTS, SIZE_QUESTIONS, STATEMENT_CONTEXT, VERTICAL_TEMPLATES, Aspect, LogLikelihoodScorer,
+    pair_llm_score, resolve_aspects, verbalise_pair,
+)
+from clis.layout_score.prior import GeometricPrior, GeometryResult, layout_geometry
+
+NEUTRAL = 50.0
+RELATED_PAIR_WEIGHT = 2.0  # pairs the layout names in a relation count twice in the LLM mean
+_DISABLED = ("", "none", "off")
+
+
+def _default(name: str) -> str:
+    import clis.models
+
+    return getattr(clis.models, name)
+
+
+class LayoutWeights(BaseModel):
+    """Weights of the two sources in CLIS-L (normalised by their sum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: float = Field(0.5, ge=0)
+    geometry: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> "LayoutWeights":
+        if self.llm + self.geometry <= 0:
+            raise ValueError("weights: llm + geometry must be > 0")
+        return self
+
+
+class LayoutScoreConfig(BaseModel):
+    """CLIS-L settings as plain data (``clis score`` passes its ``layout`` table here).
+
+    ``llm`` and ``text_embedder`` are model specs (``"none"`` turns them off: no LLM score, or
+    exact label matching); ``pool`` is a pool file (None: LLM plausibility only).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    llm: Optional[str] = Field(default_factory=lambda: _default("DEFAULT_LLM"))
+    pool: Optional[str] = None
+    text_embedder: Optional[str] = Field(default_factory=lambda: _default("DEFAULT_TEXT_EMBEDDER"))
+    match_threshold: float = Field(0.8, ge=-1, le=1)
+    percentile: float = Field(98.0, ge=0, le=100)
+    weights: LayoutWeights = Field(default_factory=LayoutWeights)
+    device: str = "cpu"
+    batch_size: int = Field(32, ge=1)
+    max_pairs: int = Field(28, ge=1)
+    vertical_margin: float = Field(0.05, ge=0, le=1)
+    size_ratio: float = Field(2.0, gt=1)
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.llm is not None and self.llm.strip().lower() not in _DISABLED
+
+    @property
+    def embedder_enabled(self) -> bool:
+        return self.text_embedder is not None and self.text_embedder.strip().lower() not in _DISABLED
+
+    @model_validator(mode="after")
+    def _some_source(self) -> "LayoutScoreConfig":
+        if not self.llm_enabled and not self.pool:
+            raise ValueError("CLIS-L needs an LLM or a pool: llm is 'none' and no pool is given")
+        return self
+
+
+@dataclass
+class LayoutScore:
+    """CLIS-L of one layout. Scores are 0..100; ``llm``/``geometry`` are None when not computed."""
+
+    id: str
+    clis_l: Optional[float]
+    llm: Optional[float] = None
+    geometry: Optional[float] = None
+    pairs: list[dict] = field(default_factory=list)
+    unknown_pairs: int = 0
+    notes: list[str] = field(default_factory=list)
+    manifest_id: Optional[str] = None
+    manifest_summary: dict = field(default_factory=dict)
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """The ``clis score-layouts`` JSONL record."""
+        rounded = {k: None if v is None else round(float(v), 4) for k, v in
+                   (("clis_l", self.clis_l), ("llm", self.llm), ("geometry", self.geometry))}
+        return {"id": self.id, **rounded, "pairs": self.pairs, "unknown_pairs": self.unknown_pairs,
+                "notes": self.notes, "manifest": {"id": self.manifest_id, **self.manifest_summary},
+                "error": self.error}
+
+
+@dataclass
+class _PairPlan:
+    subject: LayoutObject
+    obj: LayoutObject
+    relations: list[str]
+    aspects: list[Aspect]
+    geometry: list[GeometryResult] = field(default_factory=list)
+
+
+def combine(llm: Optional[float], geometry: Optional[float], weights: LayoutWeights) -> Optional[float]:
+    """Weighted mean of the sources that were computed.
+
+    >>> combine(80.0, 40.0, LayoutWeights(llm=0.75, geometry=0.25))
+    70.0
+    >>> combine(80.0, None, LayoutWeights())
+    80.0
+    """
+    parts = [(v, w) for v, w in ((llm, weights.llm), (geometry, weights.geometry)) if v is not None and w > 0]
+    if not parts:
+        parts = [(v, 1.0) for v in (llm, geometry) if v is not None]
+    if not parts:
+        return None
+    return sum(v * w for v, w in parts) / sum(w for _, w in parts)
+
+
+class LayoutScorer:
+    """Scores layouts with CLIS-L; loads its models once (see ``docs/clis-l.md``)."""
+
+    def __init__(self, config: Optional[LayoutScoreConfig] = None):
+        from clis.models import load_model
+
+        self.config = config or LayoutScoreConfig()
+        cfg = self.config
+        self.llm_model = load_model(cfg.llm, "causal-lm", device=cfg.device) if cfg.llm_enabled else None
+        self.log_likelihood = (
+            LogLikelihoodScorer(self.llm_model.model, self.llm_model.processor, cfg.batch_size, cfg.device)
+            if self.llm_model is not None else None
+        )
+        self.embedder_model = None
+        self.prior: Optional[GeometricPrior] = None
+        if cfg.pool:
+            from clis.layout_score.pool import CategoryMatcher, Pool
+
+            pool = Pool.load(cfg.pool)
+            if len(pool) == 0:
+                raise InputError(f"{cfg.pool}: the pool has no examples")
+            embedder = None
+            if cfg.embedder_enabled:
+                from clis.models.text import TextEmbedder
+
+                self.embedder_model = load_model(cfg.text_embedder, "text-embedding", device=cfg.device)
+                embedder = TextEmbedder(self.embedder_model)
+            self.prior = GeometricPrior(pool, CategoryMatcher(embedder), cfg.match_threshold, cfg.percentile)
+        self._manifest = self._build_manifest()
+
+    # -- manifest ---------------------------------------------------------------------------------
+
+    def _build_manifest(self) -> dict:
+        cfg = self.config
+        manifest = {
+            "metric": "clis_l",
+            "settings": cfg.model_dump(mode="json"),
+            "llm": (self.llm_model.fingerprint or {"spec": self.llm_model.spec}) if self.llm_model else None,
+            "text_embedder": (self.embedder_model.fingerprint or {"spec": self.embedder_model.spec})
+            if self.embedder_model else None,
+            "pool": self.prior.pool.fingerprint() if self.prior else None,
+            "prompts": {
+                "statement_context": STATEMENT_CONTEXT,
+                "vertical_templates": list(VERTICAL_TEMPLATES),
+                "size_questions": [list(q) for q in SIZE_QUESTIONS],
+                "aspect_weights": ASPECT_WEIGHTS,
+                "related_pair_weight": RELATED_PAIR_WEIGHT,
+            },
+        }
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+        manifest["id"] = digest[:16]
+        return manifest
+
+    def manifest(self) -> dict:
+        """Models (with fingerprints), pool and settings of this scorer, plus a short ``id``."""
+        return dict(self._manifest)
+
+    def _summary(self) -> dict:
+        return {"llm": self.config.llm if self.llm_model else None, "pool": self.config.pool,
+                "weights": self.config.weights.model_dump()}
+
+    # -- scoring ----------------------------------------------------------------------------------
+
+    def _canvas(self, layout: Layout) -> tuple[float, float]:
+        return float(layout.width or 1), float(layout.height or 1)
+
+    def _plan(self, layout: Layout) -> tuple[list[_PairPlan], list[str]]:
+        """The pairs to judge: related pairs first, then the nearest other pairs, up to ``max_pairs``."""
+        notes: list[str] = []
+        by_id = {o.id: o for o in layout.objects}
+        related: dict[tuple[str, str], list[str]] = {}
+        for rel in layout.relations:
+            for s, o in itertools.product(rel.subject, rel.object):
+                if s in by_id and o in by_id and s != o:
+                    related.setdefault((s, o), []).append(rel.relation)
+        covered = {frozenset(k) for k in related}
+        others = [(a.id, b.id) for a, b in itertools.combinations(layout.objects, 2)
+                  if frozenset((a.id, b.id)) not in covered]
+        others.sort(key=lambda ids: _centre_gap(by_id[ids[0]], by_id[ids[1]]))
+        keys = list(related) + others
+        if len(keys) > self.config.max_pairs:
+            notes.append(f"{len(keys)} object pairs; judged the {self.config.max_pairs} named in relations or nearest")
+            keys = keys[:self.config.max_pairs]
+        width, height = self._canvas(layout)
+        plans = []
+        seen_unordered: set[frozenset] = set()
+        for s, o in keys:
+            subject, obj = by_id[s], by_id[o]
+            # The LLM judges an unordered pair once, even when relations name it both ways.
+            unordered = frozenset((s, o))
+            aspects = [] if unordered in seen_unordered or not self.llm_model else verbalise_pair(
+                subject.label, obj.label, subject.bbox, obj.bbox, self.config.vertical_margin, self.config.size_ratio)
+            seen_unordered.add(unordered)
+            plan = _PairPlan(subject, obj, related.get((s, o), []), aspects)
+            if self.prior is not None:
+                plan.geometry = [
+                    self.prior.score_pair(subject.label, word, obj.label, subject.pixel_box(width, height),
+                                          obj.pixel_box(width, height))
+                    for word in plan.relations
+                ]
+            plans.append(plan)
+        return plans, notes
+
+    def score_layouts(self, layouts: Sequence[Layout],
+                      progress: Optional[Callable[[str, int, int], None]] = None) -> list[LayoutScore]:
+        """CLIS-L for each layout, in order. All LLM statements of the call are batched together.
+
+        ``progress(stage, done, total)`` is called as LLM batches and layouts finish. A layout
+        whose scoring fails gets ``error`` set and null scores; the others go on.
+        """
+        planned: list[tuple[Layout, Optional[list[_PairPlan]], list[str], Optional[str]]] = []
+        for layout in layouts:
+            try:
+                plans, notes = self._plan(layout)
+                planned.append((layout, plans, notes, None))
+            except ClisError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- one bad layout must not stop the run
+                planned.append((layout, None, [], f"{type(exc).__name__}: {exc}"))
+        if self.log_likelihood is not None:
+            aspects = [a for _, plans, _, _ in planned if plans for p in plans for a in p.aspects]
+            queries = [q for a in aspects for c in a.comparisons for _, q in c.terms]
+            total, done = self.log_likelihood.pending(queries), 0
+
+            def on_batch(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress is not None:
+                    progress("statements", done, total)
+
+            resolve_aspects(aspects, lambda qs: self.log_likelihood(qs, on_batch=on_batch))
+        results = []
+        for i, (layout, plans, notes, error) in enumerate(planned):
+            if error is not None:
+                results.append(LayoutScore(layout.id, None, notes=notes, error=error,
+                                           manifest_id=self._manifest["id"], manifest_summary=self._summary()))
+            else:
+                results.append(self._finish(layout, plans, notes))
+            if progress is not None:
+                progress("layouts", i + 1, len(planned))
+        return results
+
+    def _finish(self, layout: Layout, plans: list[_PairPlan], notes: list[str]) -> LayoutScore:
+        result = LayoutScore(layout.id, None, notes=list(notes), manifest_id=self._manifest["id"],
+                             manifest_summary=self._summary())
+        if len(layout.objects) < 2:
+            result.notes.append("one object: no pairs to judge; CLIS-L is the neutral 50")
+            result.llm = NEUTRAL if self.llm_model else None
+            result.clis_l = NEUTRAL
+            return result
+        llm_parts: list[tuple[float, float]] = []
+        geometry_results: list[GeometryResult] = []
+        for plan in plans:
+            pair_llm = pair_llm_score(plan.aspects)
+            if pair_llm is not None:
+                llm_parts.append((pair_llm, RELATED_PAIR_WEIGHT if plan.relations else 1.0))
+            geometry_results.extend(plan.geometry)
+            result.pairs.append({
+                "subject": plan.subject.id, "object": plan.obj.id,
+                "subject_label": plan.subject.label, "object_label": plan.obj.label,
+                "relations": plan.relations,
+                "llm": None if pair_llm is None else round(pair_llm, 4),
+                "statements": [a.to_dict() for a in plan.aspects],
+                "geometry": [g.to_dict() for g in plan.geometry],
+            })
+        if self.llm_model is not None:
+            if llm_parts:
+                result.llm = sum(v * w for v, w in llm_parts) / sum(w for _, w in llm_parts)
+            else:
+                result.llm = NEUTRAL
+                result.notes.append("no pair has a clear vertical order or size difference: LLM score is the neutral 50")
+        if self.prior is not None:
+            result.unknown_pairs = sum(1 for g in geometry_results if g.score is None)
+            result.geometry = layout_geometry(geometry_results)
+            if not geometry_results:
+                result.notes.append("no relations: the geometric prior needs (subject, relation, object) triples")
+            elif result.unknown_pairs:
+                result.notes.append(f"{result.unknown_pairs} of {len(geometry_results)} relation pairs unknown to the pool")
+        result.clis_l = combine(result.llm, result.geometry, self.config.weights)
+        return result
+
+
+def _centre_gap(a: LayoutObject, b: LayoutObject) -> float:
+    (ax, ay), (bx, by) = a.center, b.center
+    return (ax - bx) ** 2 + (ay - by) ** 2
+
+
+def load_config_file(path: str | Path) -> dict:
+    """CLIS-L settings from a JSON file (``{"llm": ..., "pool": ..., "weights": {...}}``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: top level: CLIS-L settings must be a JSON object")
+    return data
