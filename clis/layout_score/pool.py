@@ -97,10 +97,14 @@ def write_pool(examples: Iterable[PoolExample], path: str | Path, sources: Seque
     path.parent.mkdir(parents=True, exist_ok=True)
     body = path.with_name(path.name + ".part")
     count = 0
-    with _open_text(body, "wt") as handle:
-        for example in examples:
-            handle.write(example.model_dump_json(exclude_none=True) + "\n")
-            count += 1
+    try:
+        with _open_text(body, "wt") as handle:
+            for example in examples:
+                handle.write(example.model_dump_json(exclude_none=True) + "\n")
+                count += 1
+    except BaseException:
+        body.unlink(missing_ok=True)  # a failed build leaves nothing behind
+        raise
     header = {"clis_pool": POOL_FORMAT_VERSION, "sources": list(sources), "examples": count}
     with _open_text(path, "wt") as out, _open_text(body, "rt") as lines:
         out.write(json.dumps(header, ensure_ascii=False) + "\n")

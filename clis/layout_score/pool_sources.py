@@ -1,0 +1,247 @@
+"""Build pool examples from annotated data: Visual Genome, COCO instances, layouts.json.
+
+Each reader yields :class:`~clis.layout_score.pool.PoolExample` objects and records the
+records it had to skip (and why) in a :class:`BuildReport`, so one bad annotation never stops
+a build of millions.
+
+Example:
+    >>> vg = [{"image_id": 1, "relationships": [{"predicate": "ON",
+    ...        "subject": {"name": "cup", "x": 40, "y": 20, "w": 20, "h": 20},
+    ...        "object": {"names": ["table"], "x": 10, "y": 40, "w": 80, "h": 40}}]}]
+    >>> report = BuildReport()
+    >>> [(e.subject, e.relation, e.object) for e in examples_from_visual_genome(vg, "vg", report)]
+    [('cup', 'on', 'table')]
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from pydantic import ValidationError
+
+from clis.errors import InputError
+from clis.layout import Layout
+from clis.layout_score.geometry import relation_from_geometry
+from clis.layout_score.pool import PoolExample
+
+SOURCE_KINDS = ("auto", "vg", "coco", "layouts")
+
+
+@dataclass
+class BuildReport:
+    """What a build read, wrote and skipped."""
+
+    examples: Counter = field(default_factory=Counter)  # per source file
+    skipped: Counter = field(default_factory=Counter)  # per reason
+    first_problems: list[str] = field(default_factory=list)
+
+    def skip(self, where: str, reason: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.first_problems) < 5:
+            self.first_problems.append(f"{where}: {reason}")
+
+
+def _example(report: BuildReport, where: str, **fields: Any) -> Optional[PoolExample]:
+    try:
+        return PoolExample(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"])
+        report.skip(where, f"field '{name}': {error['msg'].removeprefix('Value error, ')}")
+        return None
+
+
+# --- Visual Genome -----------------------------------------------------------------------------
+
+
+def _vg_name(entity: dict) -> Optional[str]:
+    if isinstance(entity.get("name"), str):
+        return entity["name"]
+    names = entity.get("names")
+    if isinstance(names, list) and names and isinstance(names[0], str):
+        return names[0]
+    return None
+
+
+def _vg_box(entity: dict) -> Optional[list[float]]:
+    try:
+        return [float(entity[k]) for k in ("x", "y", "w", "h")]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def examples_from_visual_genome(data: Any, source: str, report: BuildReport) -> Iterator[PoolExample]:
+    """Examples from Visual Genome ``relationships.json`` (a list of images with relationships).
+
+    The predicate is the relation; a subject or object names itself with ``name`` or the first
+    of ``names``; boxes are VG's pixel ``x, y, w, h``.
+    """
+    if not isinstance(data, list):
+        raise InputError(f"{source}: top level: Visual Genome relationships.json must be a list of images")
+    for i, image in enumerate(data):
+        if not isinstance(image, dict) or not isinstance(image.get("relationships"), list):
+            report.skip(f"{source}: image {i}", "field 'relationships': expected a list")
+            continue
+        image_id = image.get("image_id", i)
+        for j, rel in enumerate(image["relationships"]):
+            where = f"{source}: image {image_id} relationship {j}"
+            if not isinstance(rel, dict):
+                report.skip(where, "not an object")
+                continue
+            subject, obj = rel.get("subject"), rel.get("object")
+            if not isinstance(subject, dict) or not isinstance(obj, dict):
+                report.skip(where, "field 'subject'/'object': expected objects")
+                continue
+            predicate = rel.get("predicate")
+            if not isinstance(predicate, str) or not predicate.strip():
+                report.skip(where, "field 'predicate': missing or blank")
+                continue
+            names, boxes = (_vg_name(subject), _vg_name(obj)), (_vg_box(subject), _vg_box(obj))
+            if None in names:
+                report.skip(where, "field 'name'/'names': missing on subject or object")
+                continue
+            if None in boxes:
+                report.skip(where, "field 'x'/'y'/'w'/'h': missing or not a number")
+                continue
+            example = _example(report, where, subject=names[0], relation=predicate, object=names[1],
+                               subject_box=boxes[0], object_box=boxes[1],
+                               source=f"vg:{image_id}/{rel.get('relationship_id', j)}")
+            if example is not None:
+                yield example
+
+
+# --- COCO instances ----------------------------------------------------------------------------
+
+
+def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects: int = 8,
+                       min_area: float = 0.0) -> Iterator[PoolExample]:
+    """Examples from COCO instances: every ordered pair of an image's objects, with the
+    relation word read from the geometry (:func:`~clis.layout_score.geometry.relation_from_geometry`).
+
+    Crowd annotations are skipped. At most ``max_objects`` objects per image take part (the
+    largest ones, which is also what layout generators draw), and objects smaller than
+    ``min_area`` (a fraction of the image area, when the image size is known) are ignored.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise InputError(f"{source}: top level: field 'annotations': COCO instances need a list of annotations")
+    categories = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
+    sizes = {
+        im.get("id"): (im.get("width"), im.get("height")) for im in data.get("images", []) if isinstance(im, dict)
+    }
+    by_image: dict[Any, list[tuple[str, list[float]]]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{source}: annotation {ann.get('id', i) if isinstance(ann, dict) else i}"
+        if not isinstance(ann, dict):
+            report.skip(where, "not an object")
+            continue
+        if ann.get("iscrowd"):
+            continue
+        name = categories.get(ann.get("category_id"))
+        if not isinstance(name, str):
+            report.skip(where, f"field 'category_id': unknown category {ann.get('category_id')!r}")
+            continue
+        box = ann.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+            report.skip(where, "field 'bbox': expected [x, y, w, h] numbers")
+            continue
+        if box[2] <= 0 or box[3] <= 0:
+            report.skip(where, f"field 'bbox': box {box} is degenerate")
+            continue
+        width, height = sizes.get(ann.get("image_id"), (None, None))
+        if min_area > 0 and width and height and box[2] * box[3] < min_area * width * height:
+            continue
+        by_image.setdefault(ann.get("image_id"), []).append((name, [float(v) for v in box]))
+    for image_id, objects in by_image.items():
+        objects = sorted(objects, key=lambda item: -item[1][2] * item[1][3])[:max_objects]
+        pairs = [(a, b) for a in range(len(objects)) for b in range(len(objects)) if a != b]
+        if not pairs:
+            continue
+        words = relation_from_geometry([objects[a][1] for a, _ in pairs], [objects[b][1] for _, b in pairs])
+        for (a, b), word in zip(pairs, words):
+            example = _example(report, f"{source}: image {image_id}", subject=objects[a][0], relation=word,
+                               object=objects[b][0], subject_box=objects[a][1], object_box=objects[b][1],
+                               source=f"coco:{image_id}")
+            if example is not None:
+                yield example
+
+
+# --- layouts.json --------------------------------------------------------------------------------
+
+
+def examples_from_layouts(layouts: Iterable[Layout], source: str, report: BuildReport) -> Iterator[PoolExample]:
+    """Examples from layouts with relations: every (subject id, object id) of every relation.
+
+    Boxes are scaled to the layout's pixel size when it has one, so the aspect ratio of the
+    canvas is kept; without a size the canvas is taken as square.
+    """
+    for layout in layouts:
+        width, height = float(layout.width or 1), float(layout.height or 1)
+        by_id = {o.id: o for o in layout.objects}
+        for r, relation in enumerate(layout.relations):
+            for subject_id in relation.subject:
+                for object_id in relation.object:
+                    where = f"{source}: layout {layout.id!r} relations[{r}]"
+                    if subject_id not in by_id or object_id not in by_id:
+                        report.skip(where, f"names unknown object {subject_id if subject_id not in by_id else object_id!r}")
+                        continue
+                    s, o = by_id[subject_id], by_id[object_id]
+                    example = _example(report, where, subject=s.label, relation=relation.relation, object=o.label,
+                                       subject_box=list(s.pixel_box(width, height)),
+                                       object_box=list(o.pixel_box(width, height)),
+                                       source=f"layout:{layout.id}")
+                    if example is not None:
+                        yield example
+
+
+# --- dispatch -------------------------------------------------------------------------------------
+
+
+def detect_source_kind(data: Any) -> str:
+    """``vg`` (a list of images with ``relationships``), ``coco`` (annotations + categories) or ``layouts``."""
+    if isinstance(data, list):
+        first = next((item for item in data if isinstance(item, dict)), None)
+        if first is not None and "relationships" in first:
+            return "vg"
+    if isinstance(data, dict) and "annotations" in data and "categories" in data:
+        return "coco"
+    return "layouts"
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 (offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+
+
+def examples_from_file(path: str | Path, report: BuildReport, kind: str = "auto", max_objects: int = 8,
+                       min_area: float = 0.0) -> Iterator[PoolExample]:
+    """Examples from one source file; ``kind`` is ``auto``, ``vg``, ``coco`` or ``layouts``."""
+    path = Path(path)
+    if kind not in SOURCE_KINDS:
+        raise InputError(f"unknown source kind {kind!r} (choose from {', '.join(SOURCE_KINDS)})")
+    data = read_json(path)
+    kind = detect_source_kind(data) if kind == "auto" else kind
+    name = str(path)
+    if kind == "vg":
+        examples = examples_from_visual_genome(data, name, report)
+    elif kind == "coco":
+        examples = examples_from_coco(data, name, report, max_objects=max_objects, min_area=min_area)
+    else:
+        from clis.formats import load_layouts
+
+        examples = examples_from_layouts(load_layouts(path), name, report)
+    for example in examples:
+        report.examples[f"{kind}:{path.name}"] += 1
+        yield example
