@@ -235,6 +235,8 @@ class CategoryMatcher:
     def __init__(self, embedder=None):
         self.embedder = embedder
         self._vectors: dict[str, np.ndarray] = {}
+        self._matrices: dict[str, np.ndarray] = {}  # stacked candidate vectors per caller key
+        self._results: dict[tuple[str, str], np.ndarray] = {}
 
     def _embed(self, labels: Sequence[str]) -> np.ndarray:
         missing = [label for label in dict.fromkeys(labels) if label not in self._vectors]
@@ -245,10 +247,27 @@ class CategoryMatcher:
             self._vectors.update(zip(missing, vectors))
         return np.stack([self._vectors[label] for label in labels])
 
-    def similarity(self, label: str, candidates: Sequence[str]) -> np.ndarray:
-        """Similarity of ``label`` to each of ``candidates`` (normalised labels), in [-1, 1]."""
+    def similarity(self, label: str, candidates: Sequence[str], key: Optional[str] = None) -> np.ndarray:
+        """Similarity of ``label`` to each of ``candidates`` (normalised labels), in [-1, 1].
+
+        ``key`` names a candidate list that does not change (a pool relation): its stacked
+        vectors and the results per label are then cached, since the same labels come back
+        layout after layout.
+        """
         label = normalize_text(label)
+        if key is not None and (key, label) in self._results:
+            return self._results[(key, label)]
         if self.embedder is None:
-            return np.array([1.0 if c == label else 0.0 for c in candidates])
-        query = self._embed([label])[0]
-        return self._embed(list(candidates)) @ query
+            result = np.array([1.0 if c == label else 0.0 for c in candidates])
+        else:
+            query = self._embed([label])[0]
+            if key is None:
+                matrix = self._embed(list(candidates))
+            else:
+                if key not in self._matrices:
+                    self._matrices[key] = self._embed(list(candidates))
+                matrix = self._matrices[key]
+            result = matrix @ query
+        if key is not None:
+            self._results[(key, label)] = result
+        return result

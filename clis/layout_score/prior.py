@@ -65,8 +65,8 @@ class GeometricPrior:
         group = self.pool.by_relation.get(relation)
         if group is None:
             return GeometryResult(relation, unknown=f"the pool has no example of relation {relation!r}")
-        subject_sim = self.matcher.similarity(subject, group.labels)[group.subject_index]
-        object_sim = self.matcher.similarity(obj, group.labels)[group.object_index]
+        subject_sim = self.matcher.similarity(subject, group.labels, key=relation)[group.subject_index]
+        object_sim = self.matcher.similarity(obj, group.labels, key=relation)[group.object_index]
         matching = np.flatnonzero((subject_sim >= self.threshold) & (object_sim >= self.threshold))
         if matching.size == 0:
             return GeometryResult(
