@@ -24,7 +24,8 @@ from torchvision.ops import batched_nms, box_convert
 
 from clis.image_score.config import DetectionConfig
 
-# Grounding DINO's text encoder takes at most 256 tokens; queries beyond that go to another pass.
+# Grounding DINO's text encoder takes at most ``config.max_text_len`` tokens (256 for the
+# released models); queries beyond that go to another pass.
 GDINO_MAX_TOKENS = 256
 
 
@@ -93,11 +94,14 @@ class Detector:
     def _gdino_chunks(self, queries: Sequence[str]) -> list[list[str]]:
         """Split queries into prompts that fit the text encoder."""
         tokenizer = self.processor.tokenizer
+        limit = int(getattr(self.model.config, "max_text_len", GDINO_MAX_TOKENS))
         chunks: list[list[str]] = [[]]
         used = 2  # [CLS] and [SEP]
         for query in queries:
             cost = len(tokenizer.tokenize(query)) + 1  # its tokens and the "." after it
-            if chunks[-1] and used + cost > GDINO_MAX_TOKENS:
+            if cost + 2 > limit:
+                raise ValueError(f"detector query {query!r} is longer than the detector's {limit} text tokens")
+            if chunks[-1] and used + cost > limit:
                 chunks.append([])
                 used = 2
             chunks[-1].append(query)

@@ -165,14 +165,23 @@ class ImageScorer:
         vocabulary = phrases + [d for d in self.config.distractors if d not in phrases]
         return vocabulary, [phrases.index(obj.phrase) for obj in layout.objects]
 
-    def _detect(self, ready: list[_Prepared]) -> list[Optional[dict]]:
+    def _detect(self, ready: list[_Prepared]) -> list[Optional[dict | str]]:
+        """Detections per candidate: a dict, None without a detector, or a one-line error."""
         if self.detector is None:
             return [None] * len(ready)
-        found: list[Optional[dict]] = []
+        found: list[Optional[dict | str]] = []
         for start in range(0, len(ready), self.detector_batch_size):
             chunk = ready[start : start + self.detector_batch_size]
             queries = [list(dict.fromkeys(self._query(o) for o in p.candidate.layout.objects)) for p in chunk]
-            found.extend(self.detector.detect([p.pil for p in chunk], queries))
+            try:
+                found.extend(self.detector.detect([p.pil for p in chunk], queries))
+            except Exception:  # noqa: BLE001 -- find the image that breaks the batch, keep the rest
+                for p, image_queries in zip(chunk, queries):
+                    try:
+                        found.extend(self.detector.detect([p.pil], [image_queries]))
+                    except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
+                        reason = " ".join(str(exc).split()) or type(exc).__name__
+                        found.append(f"{image_reference(p.candidate.image)}: detector failed: {reason}")
         return found
 
     def _query(self, obj: Any) -> str:
@@ -215,6 +224,9 @@ class ImageScorer:
             layout = p.candidate.layout
             image_features = features[row : row + p.rows]
             row += p.rows
+            if isinstance(found, str):
+                records.append(error_record(layout.id, image_reference(p.candidate.image), found))
+                continue
             global_score = None
             if layout.caption.strip():
                 global_score = float(
