@@ -50,6 +50,8 @@ def _text_list(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, dict):  # {"color": "red", "material": "ceramic"} -> its values
+        value = list(value.values())
     if isinstance(value, list):
         return [str(v).strip() for v in value if isinstance(v, (str, int, float)) and str(v).strip()]
     return []

@@ -16,13 +16,14 @@ SYSTEM = (
 )
 
 _SCENE_EXAMPLE_IDS = ["cup-1", "table-1"]
+# The caption comes first: small models that ramble lose the keys at the end of the object.
 _SCENE_EXAMPLE = {
+    "caption": "A red ceramic cup stands on a wooden table.",
     "objects": [
         {"id": "cup-1", "attributes": ["red", "ceramic"]},
         {"id": "table-1", "attributes": ["wooden"]},
     ],
     "relations": [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}],
-    "caption": "A red ceramic cup stands on a wooden table.",
 }
 _LAYOUT_EXAMPLE = {"boxes": {"cup-1": [0.42, 0.3, 0.16, 0.2], "table-1": [0.05, 0.45, 0.9, 0.5]}}
 
@@ -32,9 +33,9 @@ def scene_graph_messages(object_ids: list[str]) -> list[dict[str, str]]:
         f"Objects: {', '.join(_SCENE_EXAMPLE_IDS)}\n"
         f"Scene graph: {json.dumps(_SCENE_EXAMPLE)}\n\n"
         f"Objects: {', '.join(object_ids)}\n"
-        "Write the scene graph for these objects in the same JSON form: every object id exactly as "
-        "given, with a few visual attributes; relations between the objects; and a caption of one or "
-        "two sentences that names every object.\nScene graph:"
+        "Write the scene graph for these objects in the same JSON form: a caption of one or two "
+        "sentences that names every object; every object id exactly as given, with a few visual "
+        "attributes; and relations between the objects.\nScene graph:"
     )
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
