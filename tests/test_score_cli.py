@@ -259,7 +259,7 @@ def test_resume_after_interruption(tiny_models, tmp_path):
     assert read_jsonl(out) == reference[:3]
     assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["status"] == "interrupted"
     with open(out, "a") as handle:  # a line cut short by the interruption
-        handle.write('{"layout_id": "motorcycle", "image": "')
+        handle.write('{"layout_id": "camera", "image": "')
 
     rescored: list[dict] = []
     records = Scorer(config).score_folder(images, EXAMPLES / "layouts.json", out=out, resume=True,

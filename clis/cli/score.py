@@ -115,7 +115,7 @@ def score(
         "image, layout."
     ),
     crop_margin: Optional[float] = typer.Option(None, "--crop-margin", help="Context around boxes (fraction)."),
-    distractor: list[str] = typer.Option([], "--distractor", help="Grounding distractor phrase (repeatable)."),
+    distractor: list[str] = typer.Option([], "--distractor", help="Grounding distractor phrase (repeatable; replaces the defaults)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Larger images become error records."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Background image loader threads."),
     embedding_cache: Optional[Path] = typer.Option(None, "--embedding-cache", help="SQLite text-embedding cache."),

@@ -55,7 +55,7 @@ class TextEmbeddingCache:
         self.encoded = 0  # texts run through the model (cache misses), for manifests and tests
         self._db: Optional[sqlite3.Connection] = None
         if path is not None:
-            path = Path(path)
+            path = Path(path).expanduser()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(path))
