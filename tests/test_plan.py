@@ -207,3 +207,21 @@ def test_tiny_local_lm_is_seeded_and_its_failures_become_records(tiny_models, tm
     assert json.loads(out.read_text()) == []
     record = json.loads((tmp_path / "layouts.plan.json").read_text())["records"][0]
     assert record["status"] == "error" and len(record["drafts"][0]["failed_attempts"]) == 2
+
+
+def test_cli_plan_drafts_are_scored_with_clis_l(tiny_models, tmp_path, capsys):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"]]')
+    settings = tmp_path / "clis_l.json"
+    settings.write_text(json.dumps({"llm": tiny_models["causal_lm"], "text_embedder": "none"}))
+    out = tmp_path / "layouts.json"
+    with ChatServer(careful_planner) as server:
+        code, output = run_cli(
+            ["plan", str(concepts), "--out", str(out), "--llm", server.url, "--drafts", "2", "--layout-config", str(settings)],
+            capsys,
+        )
+    assert code == 0, output
+    record = json.loads((tmp_path / "layouts.plan.json").read_text())["records"][0]
+    scores = [d["clis_l"] for d in record["drafts"]]
+    assert len(scores) == 2 and all(0 <= s <= 100 for s in scores)
+    assert record["chosen_draft"] == scores.index(max(scores)) and record["clis_l"] == max(scores)
