@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
 import pkgutil
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -92,3 +94,19 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted: output written so far is kept", markup=False)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("CLIS_DEBUG"):
+            raise
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = f" (at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})"
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        err_console.print(
+            f"error: unexpected {type(exc).__name__}: {message}{where}; set CLIS_DEBUG=1 for the traceback "
+            "and please report it",
+            markup=False,
+        )
+        sys.exit(3)

@@ -81,6 +81,10 @@ def load_model(spec: str, task: str, device: str = "cpu", dtype: Any = None,
     check_task(task)
     parsed = parse_spec(spec)
     dtype = torch_dtype(dtype)
+    # transformers draws a "Loading weights" bar per model; our own progress bars say enough.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     if parsed.backend == "open_clip":
         loaded = _load_open_clip(parsed, task, device, dtype)
     elif parsed.backend == "embedded":
