@@ -146,6 +146,8 @@ def draft_layout(
     labels = dict(zip(ids, concept_set.labels))
     draft = Draft(layout=None)
     tries = max_retries + 1
+    if getattr(backend, "mode", "json") == "guided":
+        return _draft_guided(backend, ids, labels, layout_id, seed, tries, draft)
     try:
         scene, notes = _ask(
             backend, scene_graph_messages(ids), lambda text: parse_scene_graph(text, ids, labels),
@@ -167,6 +169,24 @@ def draft_layout(
         )
     except PlanParseError as exc:
         draft.error = str(exc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        draft.error = f"layout invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return draft
+
+
+def _draft_guided(planner, ids, labels, layout_id: str, seed: int, tries: int, draft: Draft) -> Draft:
+    """A draft from :class:`clis.planning.guided.GuidedPlanner`: the program owns the structure."""
+    try:
+        planned = planner.plan(ids, labels, seed, tries)
+    except PlanParseError as exc:
+        draft.error = str(exc)
+        return draft
+    draft.attempts += planned["failures"]
+    draft.notes += planned["notes"]
+    draft.clamped = planned["clamped"]
+    try:
+        draft.layout = Layout.model_validate({"id": layout_id, **planned["scene"]})
     except ValidationError as exc:
         first = exc.errors()[0]
         draft.error = f"layout invalid at {'.'.join(map(str, first['loc']))}: {first['msg']}"

@@ -52,10 +52,10 @@ def test_plan_generate_score_pick(tiny_models, tmp_path_factory, tmp_path, capsy
     concepts = tmp_path / "concepts.json"
     concepts.write_text(json.dumps(CONCEPTS))
 
-    # 1. Plan. The tiny random LM cannot write JSON: error records and exit 1, no crash.
+    # 1. Plan. In json mode the tiny random LM cannot write JSON: error records and exit 1, no crash.
     code, output = run_cli(
         ["plan", str(concepts), "--out", str(tmp_path / "tiny.json"), "--llm", tiny_models["causal_lm"],
-         "--retries", "0", "--max-new-tokens", "8"], capsys,
+         "--mode", "json", "--retries", "0", "--max-new-tokens", "8"], capsys,
     )  # fmt: skip
     assert code == 1 and "Traceback" not in output
     with ChatServer(careful_planner) as server:

@@ -199,10 +199,11 @@ def test_tiny_local_lm_is_seeded_and_its_failures_become_records(tiny_models, tm
     concepts.write_text('[["cat", "sofa"]]')
     out = tmp_path / "layouts.json"
     code, output = run_cli(
-        ["plan", str(concepts), "--out", str(out), "--llm", tiny_models["causal_lm"], "--retries", "1", "--max-new-tokens", "12"],
+        ["plan", str(concepts), "--out", str(out), "--llm", tiny_models["causal_lm"], "--mode", "json",
+         "--retries", "1", "--max-new-tokens", "12"],
         capsys,
     )
-    # A random tiny LM writes no usable JSON: the slot fails with a record, the run does not crash.
+    # In json mode a random tiny LM writes no usable JSON: the slot fails with a record, the run does not crash.
     assert code == 1 and "concept set [0] (cat, sofa) layout 0" in output and "Traceback" not in output
     assert json.loads(out.read_text()) == []
     record = json.loads((tmp_path / "layouts.plan.json").read_text())["records"][0]

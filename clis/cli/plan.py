@@ -68,6 +68,11 @@ def plan(
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (0 = greedy)."),
     max_new_tokens: int = typer.Option(384, "--max-new-tokens", help="Longest answer per request."),
     device: str = typer.Option("cpu", "--device", help="Device of a local --llm model."),
+    mode: str = typer.Option(
+        "auto", "--mode",
+        help="guided: many small LM questions, the program writes the JSON (small local models); "
+        "json: the LLM writes whole JSON answers; auto: guided for embedded and <=1B local models.",
+    ),
 ) -> None:
     """Write a scene graph and a layout for each concept set with an LLM."""
     if retries < 0:
@@ -77,7 +82,7 @@ def plan(
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature}
     if not llm.startswith(("http://", "https://")):
         options["device"] = device
-    backend = make_backend(llm, model=llm_model, **options)
+    backend = make_backend(llm, model=llm_model, mode=mode, **options)
     failures = []
     progress = Progress(
         TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -102,7 +107,7 @@ def plan(
         "concepts": str(concepts),
         "layouts": str(out),
         "backend": backend.describe(),
-        "settings": {"count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
+        "settings": {"mode": getattr(backend, "mode", "json"), "count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
         "summary": result.summary,
         "records": result.records,
     }

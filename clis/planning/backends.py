@@ -144,10 +144,34 @@ class OpenAIChatBackend:
         }
 
 
-def make_backend(spec: str, model: str | None = None, **options: Any) -> ChatBackend:
-    """``http(s)://...`` -> :class:`OpenAIChatBackend`; anything else is a model spec for transformers."""
+# Local models up to this many parameters get the guided mode by default: SmolLM2-135M could
+# not write a usable JSON scene graph in 0 of 5 concept sets (docs/pipeline.md).
+GUIDED_MAX_PARAMETERS = 1_000_000_000
+MODES = ("auto", "guided", "json")
+
+
+def make_backend(spec: str, model: str | None = None, mode: str = "auto", **options: Any):
+    """``http(s)://...`` -> :class:`OpenAIChatBackend`; anything else is a model spec for transformers.
+
+    ``mode``: ``json`` asks for whole JSON answers; ``guided`` wraps a local model in
+    :class:`clis.planning.guided.GuidedPlanner`; ``auto`` picks guided for ``embedded:`` models
+    and local models under :data:`GUIDED_MAX_PARAMETERS`, json otherwise.
+    """
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if spec.startswith(("http://", "https://")):
+        if mode == "guided":
+            raise InputError("--mode guided needs a local model (it scores options with the model's log-likelihoods); "
+                             "an http(s) endpoint supports --mode json")
         return OpenAIChatBackend(spec, model=model, **options)
     if model is not None:
         raise InputError("--llm-model names the model on a server; give it with an http(s):// --llm URL")
-    return TransformersChatBackend(spec, **options)
+    backend = TransformersChatBackend(spec, **options)
+    if mode == "auto":
+        size = sum(p.numel() for p in backend.loaded.model.parameters())
+        mode = "guided" if spec.startswith("embedded:") or size <= GUIDED_MAX_PARAMETERS else "json"
+    if mode == "guided":
+        from clis.planning.guided import GuidedPlanner
+
+        return GuidedPlanner(backend, temperature=backend.temperature)
+    return backend
