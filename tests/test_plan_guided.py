@@ -92,7 +92,7 @@ def test_jitter_is_seeded_and_small():
 @pytest.mark.parametrize(
     "text, label, expected",
     [(" red cat", "cat", ["red"]), (" wooden, sturdy table", "table", ["wooden"]), (" big brown horse", "horse", ["big", "brown"]),
-     (" the", "dog", []), ("n orange", "cup", ["orange"])],
+     (" the", "dog", []), ("n orange", "cup", ["orange"]), (" bluebird", "bird", [])],
 )  # fmt: skip
 def test_attribute_completions_are_cleaned_to_one_or_two_words(text, label, expected):
     assert clean_attribute(text, label) == expected

@@ -56,6 +56,7 @@ VERTICAL = {"top": 0.35, "middle": 0.55, "bottom": 0.7}  # anchor centre y
 _SIZE_PHRASES = {"small": " small", "medium": " medium-sized", "large": " large"}
 _HORIZONTAL_PHRASES = {"left": " on the left side", "center": " in the center", "right": " on the right side"}
 _VERTICAL_PHRASES = {"top": " near the top", "middle": " in the middle", "bottom": " near the bottom"}
+RELATION_NEUTRAL_WEIGHT = 0.5
 JITTER = 0.04  # seeded shift of every placement so that drafts differ
 # Few-shot patterns for the two free-text steps; the examples use other objects than most sets.
 _ATTRIBUTE_PROMPT = "Objects and how they look:\napple: a red apple\ntable: a wooden table\ndog: a fluffy dog\n"
@@ -171,7 +172,8 @@ def clean_attribute(text: str, label: str) -> list[str]:
     label_words = set(label.lower().split()) | {label.lower() + "s"}
     kept = []
     for word in words[:4]:
-        if word in _STOP_WORDS or word in label_words or len(word) < 3:
+        # "bluebird" for a bird would hide the label from the caption check (whole words).
+        if word in _STOP_WORDS or word in label_words or len(word) < 3 or label.lower() in word:
             if kept:
                 break
             continue
@@ -210,12 +212,17 @@ class GuidedPlanner:
         return {**self.chat_backend.describe(), "mode": "guided", "relations": list(RELATIONS)}
 
     # -- the three kinds of question -------------------------------------------------------
-    def choose(self, queries: Sequence[tuple[str, str]], neutral: Sequence[tuple[str, str]],
-               rng: random.Random) -> tuple[int, list[float]]:
-        """Pick one of several (context, continuation) options by PMI against ``neutral``."""
-        scores = self.log_likelihood([*queries, *neutral])
-        pmi = [a - b for a, b in zip(scores[: len(queries)], scores[len(queries):])]
-        return _softmax_pick(pmi, self.temperature, rng), pmi
+    def choose(self, queries: Sequence[tuple[str, str]], neutral: Sequence[tuple[str, str]] | None,
+               rng: random.Random, neutral_weight: float = 1.0) -> tuple[int, list[float]]:
+        """Pick one of several (context, continuation) options.
+
+        Each option scores ``log P(query) - neutral_weight * log P(neutral)`` (PMI when the
+        weight is 1; no correction without ``neutral``) and is sampled from their softmax.
+        """
+        scores = self.log_likelihood([*queries, *(neutral or [])])
+        if neutral:
+            scores = [a - neutral_weight * b for a, b in zip(scores[: len(queries)], scores[len(queries):])]
+        return _softmax_pick(scores, self.temperature, rng), scores
 
     def complete(self, prompt: str, seed: int, max_new_tokens: int) -> str:
         """A sampled plain-text continuation of ``prompt``, up to the end of its line.
@@ -240,18 +247,31 @@ class GuidedPlanner:
         return text.split("\n")[0]
 
     # -- the steps -------------------------------------------------------------------------
-    def choose_size(self, label: str, rng: random.Random) -> str:
+    def choose_size(self, label: str, rng: random.Random) -> tuple[str, float]:
+        """A size word, and how much likelier "large" is than "small" (to pick the anchor).
+
+        Scored against the same question about "a thing": raw answers were "small" for almost
+        everything, and a PMI on a plain sentence ("a cat usually looks ...") made almost
+        everything "medium-sized".
+        """
         words = list(SIZES)
-        context = f"In a photo, {with_article(label)} usually looks"
-        queries = [(context, _SIZE_PHRASES[w] + ".") for w in words]
-        neutral = [("In a photo, a thing usually looks", _SIZE_PHRASES[w] + ".") for w in words]
-        return words[self.choose(queries, neutral, rng)[0]]
+        question = "Question: Is {} small, medium-sized or large?\nAnswer: It is"
+        queries = [(question.format(with_article(label)), _SIZE_PHRASES[w]) for w in words]
+        neutral = [(question.format("a thing"), _SIZE_PHRASES[w]) for w in words]
+        index, _ = self.choose(queries, neutral, rng)
+        # The anchor is ranked by a two-way question: it separated SmolLM2's objects better
+        # (sofa > cat, table > cup, branch > bird) than the three-way one.
+        two_way = f"Question: Is {with_article(label)} small or large?\nAnswer: It is"
+        small, large = self.log_likelihood([(two_way, " small"), (two_way, " large")])
+        return words[index], large - small
 
     def choose_relation(self, subject: GuidedObject, anchor: GuidedObject, rng: random.Random) -> dict[str, Any]:
         options = [(rel, a, b) for rel in RELATIONS for a, b in ((subject, anchor), (anchor, subject))]
         queries = [(f"A photo of {with_article(a.label)}", f" {rel} the {b.label}.") for rel, a, b in options]
         neutral = [("A photo of a thing", f" {rel} the other thing.") for rel, _, _ in options]
-        rel, a, b = options[self.choose(queries, neutral, rng)[0]]
+        # Half a PMI: full PMI over-rewards rare verbs ("sofa riding cat"), none favours "on"
+        # for everything (docs/pipeline.md).
+        rel, a, b = options[self.choose(queries, neutral, rng, neutral_weight=RELATION_NEUTRAL_WEIGHT)[0]]
         return {"subject": [a.id], "relation": rel, "object": [b.id]}
 
     def choose_position(self, label: str, rng: random.Random) -> tuple[str, str]:
@@ -271,7 +291,7 @@ class GuidedPlanner:
                 failures: list[dict[str, Any]]) -> tuple[str, list[str]]:
         """A caption naming every label: sampled, retried, finally repaired (noted)."""
         prompt = _CAPTION_PROMPT + f"Scene: {'; '.join(phrases)}\nCaption:"
-        caption = ""
+        best, best_missing = "", len(labels) + 1  # the try that names the most objects is repaired
         for attempt in range(tries):
             attempt_seed = seed + attempt
             answer = self.complete(prompt, attempt_seed, self.caption_tokens)
@@ -279,11 +299,13 @@ class GuidedPlanner:
             missing = [label for label in dict.fromkeys(labels) if not names_object(caption, label)]
             if caption and not missing:
                 return caption, []
+            if caption and len(missing) < best_missing:
+                best, best_missing = caption, len(missing)
             failures.append({
                 "stage": "caption", "seed": attempt_seed, "answer": answer[:300],
                 "error": "empty caption" if not caption else f"caption does not name: {', '.join(missing)}",
             })  # fmt: skip
-        base = caption.rstrip(".!? ") if caption else phrases[0][0].upper() + phrases[0][1:]
+        base = best.rstrip(".!? ") if best else phrases[0][0].upper() + phrases[0][1:]
         missing = [label for label in dict.fromkeys(labels) if not names_object(base, label)]
         repaired = base + (", with " + " and ".join(with_article(m) for m in missing) if missing else "") + "."
         return repaired, [f"caption repaired: appended {', '.join(missing)}"] if missing else []
@@ -293,10 +315,15 @@ class GuidedPlanner:
         """Scene graph, boxes, notes, clamping notes and failed attempts for one draft."""
         rng = random.Random(seed)
         objects = [GuidedObject(i, labels[i]) for i in object_ids]
+        largeness = {}
         for o in objects:
-            o.size = self.choose_size(o.label, rng)
-        order = list(SIZES)
-        anchor = max(objects, key=lambda o: order.index(o.size))  # first of the largest
+            o.size, largeness[o.id] = self.choose_size(o.label, rng)
+        anchor = max(objects, key=lambda o: largeness[o.id])  # the others are placed against it
+        # SmolLM2's size words barely separate objects (most come out "medium"), but its
+        # large-vs-small preference ranks them well: the anchor is drawn large and nothing
+        # else larger than medium, so the objects placed on or beside it fit.
+        for o in objects:
+            o.size = "large" if o is anchor else ("medium" if o.size == "large" else o.size)
         relations = [self.choose_relation(o, anchor, rng) for o in objects if o is not anchor]
         horizontal, vertical = self.choose_position(anchor.label, rng)
         for k, o in enumerate(objects):
