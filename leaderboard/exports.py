@@ -41,6 +41,19 @@ def escape_markdown(text: str) -> str:
     return " ".join(text.split())
 
 
+def code_span(text: str) -> str:
+    """``text`` as inline code that no backtick inside it can close early.
+
+    Inside a code span Markdown escapes nothing, so the fence is made one backtick longer than
+    the longest run of backticks in the text (CommonMark's rule), and newlines are folded.
+    """
+    text = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def direction_mark(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
@@ -67,7 +80,7 @@ def boards_to_markdown(boards: list[Board], title: str) -> str:
         for column in board.columns:
             definition = escape_markdown(column.description) if column.description else "(no description)"
             better = "higher is better" if column.higher_is_better else "lower is better"
-            parts.append(f"- **{escape_markdown(column.title)}** (`{column.key}`): {definition}; {better}.")
+            parts.append(f"- **{escape_markdown(column.title)}** ({code_span(column.key)}): {definition}; {better}.")
         for note in board.notes:
             parts.append(f"- Note: {escape_markdown(note)}")
         parts.append("")

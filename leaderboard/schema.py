@@ -230,6 +230,8 @@ def collect_result_files(paths: list[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             for candidate in sorted(path.rglob("*.json")):
+                if any(part.startswith(".") for part in candidate.relative_to(path).parts):
+                    continue  # hidden: e.g. a submission still being staged by `add`
                 try:
                     raw = json.loads(candidate.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from leaderboard.schema import ResultFileError, load_result, read_json
@@ -52,19 +53,41 @@ def add_result(path: Path | str, results_dir: Path | str, name: str | None = Non
     raw = read_json(path)
     label = name or (path.parent.name if path.stem == "result" else path.stem) or "result"
     dest = Path(results_dir) / slugify(f"{result.study}-{label}", "result")
-    if dest.exists():
-        if not replace:
-            raise ResultFileError(f"{dest}: a submission of this name is already kept (pass --replace or --name)")
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    if dest.exists() and not replace:
+        raise ResultFileError(f"{dest}: a submission of this name is already kept (pass --replace or --name)")
+    # Every named file must exist before anything is written, so a refused submission leaves
+    # no half-copied folder behind that would block the corrected retry.
+    for index, row in enumerate(result.rows):
+        for key in ("scores_file", "layouts_file"):
+            source = result.resolve(getattr(row, key))
+            if source is not None and not source.is_file():
+                raise ResultFileError(f"{path}: rows[{index}] ({row.name!r}): {key}: {source} not found")
+    # Build the submission beside its final place, then swap it in with one rename.
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=results_dir))
+    try:
+        _copy_submission(result, raw, staging, dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest / "result.json"
+
+
+def _copy_submission(result, raw: dict, staging: Path, dest: Path) -> None:
+    """Copy the files the rows name into ``staging`` and write the rewritten result there.
+
+    Image folders are not copied; their paths are rewritten relative to ``dest``, where the
+    submission will live.
+    """
     copied: dict[Path, str] = {}
     for index, (row, raw_row) in enumerate(zip(result.rows, raw["rows"])):
         for key in ("scores_file", "layouts_file"):
             source = result.resolve(getattr(row, key))
             if source is None:
                 continue
-            if not source.is_file():
-                raise ResultFileError(f"{path}: rows[{index}] ({row.name!r}): {key}: {source} not found")
             resolved = source.resolve()
             if resolved not in copied:
                 # Keep the file's path below the result file where it has one; else its name.
@@ -72,13 +95,11 @@ def add_result(path: Path | str, results_dir: Path | str, name: str | None = Non
                 kept = relative if not relative.is_absolute() and ".." not in relative.parts else Path(source.name)
                 while kept.as_posix() in copied.values() or kept.name == "result.json":
                     kept = kept.with_name(f"{index}-{kept.name}")
-                (dest / kept).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, dest / kept)
+                (staging / kept).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, staging / kept)
                 copied[resolved] = kept.as_posix()
             raw_row[key] = copied[resolved]
         images = result.resolve(row.images_root)
         if images is not None:
             raw_row["images_root"] = _relative(images, dest)
-    kept_result = dest / "result.json"
-    kept_result.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-    return kept_result
+    (staging / "result.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")

@@ -86,10 +86,9 @@ class Board:
     sources: list[BenchResult]
     sort_key: str | None
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def slug(self) -> str:
-        return slugify(self.study, "study")
+    # Unique among the boards of one build: "my study" and "my-study" must not share a page
+    # anchor or a plot file.
+    slug: str = ""
 
     def column(self, key: str) -> Column:
         for column in self.columns:
@@ -147,6 +146,14 @@ def _differing_settings(results: list[BenchResult]) -> list[str]:
     return [k for k in keys if len({repr(r.settings.get(k)) for r in results}) > 1]
 
 
+def _unique_slug(base: str, used: set[str]) -> str:
+    slug, k = base, 2
+    while slug in used:
+        slug, k = f"{base}-{k}", k + 1
+    used.add(slug)
+    return slug
+
+
 def build_boards(results: list[BenchResult], config: LeaderboardConfig | None = None) -> list[Board]:
     """Group rows by study into sorted tables; ``compare`` (generators) comes first."""
     config = config or LeaderboardConfig()
@@ -156,6 +163,7 @@ def build_boards(results: list[BenchResult], config: LeaderboardConfig | None = 
     order = sorted(studies, key=lambda s: (s != "compare", s))
     boards = []
     used_slugs: set[str] = set()
+    used_board_slugs: set[str] = set()
     for study in order:
         members = studies[study]
         notes: list[str] = []
@@ -175,15 +183,11 @@ def build_boards(results: list[BenchResult], config: LeaderboardConfig | None = 
                     name = f"{row.name} ({result.source.name})"
                 rows.append(BoardRow(name=name, row=row, result=result))
         board = Board(study=study, columns=columns, rows=[], sources=members, sort_key=sort_key, notes=notes)
+        board.slug = _unique_slug(slugify(study, "study"), used_board_slugs)
         board.rows = _sort_rows(rows, sort_key, board.sort_descending)
         for rank, board_row in enumerate(board.rows, start=1):
             board_row.rank = rank
-            base = f"{board.slug}-{slugify(board_row.name)}"
-            slug, k = base, 2
-            while slug in used_slugs:
-                slug, k = f"{base}-{k}", k + 1
-            used_slugs.add(slug)
-            board_row.slug = slug
+            board_row.slug = _unique_slug(f"{board.slug}-{slugify(board_row.name)}", used_slugs)
         differing = _differing_settings(members)
         if differing:
             notes.append(

@@ -19,17 +19,19 @@ from PIL import Image
 import clis.cli
 from leaderboard.config import LeaderboardConfig
 from leaderboard.details import Candidate, pick_best_and_worst
-from leaderboard.exports import escape_markdown
+from leaderboard.exports import boards_to_markdown, escape_markdown
 from leaderboard.schema import ResultFileError, load_result
 from leaderboard.site import build_site
 
 MALICIOUS = "<script>alert(1)</script>"
 
 # name -> (CLIS mean, CI low, CI high, CLIS-I mean); intervals None where the row has none.
+# The CLIS-I order (gligen, MALICIOUS, instdiff) is neither the CLIS order nor its reverse, so
+# a sorter that merely reverses rows on a click cannot pass the browser test.
 GENERATORS = {
     "gligen": (61.2, 58.9, 63.4, 70.5),
     "instdiff": (66.0, 63.1, 68.8, 64.25),
-    MALICIOUS: (50.5, None, None, 80.0),
+    MALICIOUS: (50.5, None, None, 67.0),
 }
 METRICS = [
     {"key": "clis_mean", "label": "CLIS (mean)", "description": "mean CLIS over candidates", "higher_is_better": True},
@@ -259,7 +261,7 @@ def test_config_chooses_metrics_and_their_order(bench, tmp_path):
     assert result == 0
     table = board_table(tmp_path / "site" / "index.html")
     assert table["head"][4:] == ["CLIS-I (mean) ↑"]
-    assert [r[1] for r in table["rows"]] == [MALICIOUS, "gligen", "instdiff"]  # by CLIS-I: 80, 70.5, 64.25
+    assert [r[1] for r in table["rows"]] == ["gligen", MALICIOUS, "instdiff"]  # by CLIS-I: 70.5, 67, 64.25
     header, _ = markdown_table((tmp_path / "site" / "leaderboard.md").read_text())
     assert header[2:] == ["CLIS-I (mean) ↑"]
     assert "My &lt;b&gt;board&lt;/b&gt;" in (tmp_path / "site" / "index.html").read_text()
@@ -294,9 +296,15 @@ def test_kept_results_and_config_in_the_package_are_valid():
     from leaderboard.config import DEFAULT_RESULTS_DIR, load_config
     from leaderboard.schema import collect_result_files
 
-    load_config()
+    from benchmarks.compare import FIGURES
+
+    config = load_config()
+    # The packaged config shows metrics that `clis bench compare` really writes.
+    compare_keys = [key for key, *_ in FIGURES]
+    assert config.metrics and set(config.metrics) <= set(compare_keys)
+    assert config.sort_by[0] in compare_keys
     for path in collect_result_files([DEFAULT_RESULTS_DIR]):
-        load_result(path)
+        assert load_result(path).rows, path
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -384,6 +392,39 @@ def test_markdown_escapes_user_text():
     cell = escape_markdown("a|b *c* <script>")
     assert split_markdown_row(f"| 1 | {cell} | 2 |") == ["1", cell, "2"]  # the pipe does not split
     assert "<" not in cell and unescape_markdown(cell) == "a|b *c* <script>"
+
+
+def test_markdown_metric_keys_cannot_break_out_of_their_code_span(tmp_path):
+    from leaderboard.table import build_boards
+
+    key = "x`" + "<img src=x onerror=alert(1)>`"
+    metrics = [{"key": key, "label": MALICIOUS, "description": MALICIOUS}]
+    path = tmp_path / "r.json"
+    document = result_document([{"name": "a", "values": {key: {"value": 1.0}}}], study=MALICIOUS, metrics=metrics)
+    path.write_text(json.dumps(document))
+    markdown = boards_to_markdown(build_boards([load_result(path)]), title=MALICIOUS)
+    definition = next(line for line in markdown.splitlines() if line.startswith("- **"))
+    # CommonMark: a code span closes only on a backtick run as long as its opening one.
+    span = re.search(r"\((`+) ?(.*?) ?\1\)", definition)
+    assert span is not None and span.group(2) == key
+    fence, content = span.group(1), span.group(2)
+    assert all(len(run) != len(fence) for run in re.findall(r"`+", content))  # nothing closes it early
+    outside = definition.replace(span.group(0), "")
+    assert "<" not in outside and "<img" not in markdown.replace(span.group(0), "")
+
+
+def test_studies_whose_names_slug_alike_get_separate_anchors_and_plots(tmp_path):
+    paths = []
+    for study in ("my study", "my-study"):
+        path = tmp_path / f"{study.replace(' ', '_')}.json"
+        path.write_text(json.dumps(result_document([generator_row("gligen")], study=study)))
+        paths.append(path)
+    report = build_site(paths, tmp_path / "site")
+    index = report.index.read_text()
+    anchors = re.findall(r'id="board-([a-z0-9-]+)"', index)
+    assert len(anchors) == 2 and len(set(anchors)) == 2
+    plots = re.findall(r'src="(plots/[^"]+\.png)"', index)
+    assert len(set(plots)) == len(plots)
 
 
 def test_csv_export_keeps_full_precision(site):
@@ -497,6 +538,8 @@ def test_add_keeps_a_submission_that_rebuilds_with_its_row_pages(bench, tmp_path
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "rows[1] ('instdiff'): scores_file" in err
+    # A refused submission leaves nothing behind that would block the corrected retry.
+    assert not kept_dir.exists() or list(kept_dir.iterdir()) == []
 
     document = json.loads(bench.read_text())
     del document["rows"][1]["scores_file"]

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from leaderboard.config import LeaderboardConfig
 from leaderboard.site import build_site
@@ -89,9 +90,14 @@ def test_leaderboard_in_headless_chromium(browser, site, tmp_path):
         # Clicking a header re-sorts the table: CLIS-I first descending, then ascending.
         watched.page.locator("#board-compare thead th button", has_text="CLIS-I").click()
         by_clis_i = sorted(GENERATORS, key=lambda n: GENERATORS[n][3], reverse=True)
+        assert by_clis_i not in (by_clis, list(reversed(by_clis)))  # the data can tell a real sort
         assert watched.names() == by_clis_i
+        clis_i_header = watched.page.locator("#board-compare thead th", has_text="CLIS-I")
+        assert clis_i_header.get_attribute("aria-sort") == "descending"
+        assert header.get_attribute("aria-sort") in (None, "none")
         watched.page.locator("#board-compare thead th button", has_text="CLIS-I").click()
         assert watched.names() == list(reversed(by_clis_i))
+        assert clis_i_header.get_attribute("aria-sort") == "ascending"
         watched.page.locator("#board-compare thead th button", has_text="Name").click()
         assert watched.names() == sorted(GENERATORS, key=str.lower)
 
@@ -111,6 +117,9 @@ def test_leaderboard_in_headless_chromium(browser, site, tmp_path):
             for img in watched.page.locator("img").all()
         )
         watched.page.screenshot(path=str(tmp_path / "row.png"), full_page=True)
+        for shot in ("leaderboard.png", "row.png"):
+            with Image.open(tmp_path / shot) as picture:
+                assert picture.width >= 800 and picture.height >= 400
         if os.environ.get("CLIS_LEADERBOARD_SCREENSHOT"):
             shutil.copyfile(tmp_path / "leaderboard.png", os.environ["CLIS_LEADERBOARD_SCREENSHOT"])
 
