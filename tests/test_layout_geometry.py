@@ -178,12 +178,21 @@ def test_confidence_weighted_layout_mean_by_hand():
 
 def test_negative_pair_scores_clip_to_zero():
     # Example: a small box just below the centre of a full-canvas box.
-    #   size: ratio 0.01 vs 0.1 -> 0.1 (no penalty)
-    #   IoU 0.01 vs 0 -> sim 0; RD = 0.005 / ((0.141421 + 1.414214) / 2) = 0.006428 vs 0.570850
-    #   -> sim 0.011261; dist = 0.005630 -> p = -(1.03)(1 - 0.187673) + 0.03 = -0.806704
+    #   size: ratio 0.01 / 1 = 0.01 vs 0.04 / 0.4 = 0.1 -> 1 - 0.09 / 0.1 = 0.1 (no penalty)
+    #   IoU 0.01 (inside) vs 0 -> sim 0
+    #   RD: centres (0.5, 0.505) and (0.5, 0.5) -> 0.005 / ((sqrt(0.02) + sqrt(2)) / 2)
+    #       = 0.005 / 0.777817 = 0.006428 vs 0.570850 -> sim = 0.006428 / 0.570850 = 0.011261
+    #   dist = (0 + 0.011261) / 2 = 0.005630 -> x/t = 0.187680
+    #       -> p = -(1.03)(1 - 0.187680) + 0.03 = -0.836690 + 0.03 = -0.806690
     #   dir: d' = (0, -0.005) against d = (0, 0.35): cos -1 -> 0 -> p = -1
-    #   score = (0.05 - 0.806704 - 0.8) / 2.3 = -0.676828 -> clipped to 0
-    pool = _pool([("cup", "on", "table", (0.45, 0.455, 0.1, 0.1), (0.0, 0.0, 1.0, 1.0))])
+    #   score = (0.5 * 0.1 - 0.806690 - 0.8 * 1) / 2.3 = -1.556690 / 2.3 = -0.676821 -> clipped to 0
+    example = ((0.45, 0.455, 0.1, 0.1), (0.0, 0.0, 1.0, 1.0))
+    unclipped = example_score(pair_features(G_S, G_O), pair_features(*example), mirror=True)
+    assert unclipped.size[0] == pytest.approx(0.1)
+    assert unclipped.dist[0] == pytest.approx(0.005630, abs=1e-6)
+    assert unclipped.dir[0] == pytest.approx(0.0)
+    assert unclipped.score[0] == pytest.approx(-0.676821, abs=1e-6)
+    pool = _pool([("cup", "on", "table", *example)])
     result = GeometricPrior(pool, CategoryMatcher()).score_pair("cup", "on", "table", G_S, G_O)
     assert result.score == 0.0
 
@@ -192,3 +201,70 @@ def test_unicode_labels_match_exactly():
     pool = _pool([("猫", "auf", "Sofa", G_S, G_O)])
     result = GeometricPrior(pool, CategoryMatcher()).score_pair("猫", "AUF", "sofa", G_S, G_O)
     assert result.score == pytest.approx(100.0)
+
+
+def test_mirror_rule_end_to_end_on_a_diagonal():
+    # Generated: centres (0.2, 0.2) -> (0.5, 0.5), d = (0.3, 0.3). Example: centres (0.5, 0.2) ->
+    # (0.2, 0.5), d' = (-0.3, 0.3). Same box sizes, IoU 0 and RD on both sides -> size = dist = 1.
+    s, o = (0.1, 0.1, 0.2, 0.2), (0.4, 0.4, 0.2, 0.2)
+    s2, o2 = (0.4, 0.1, 0.2, 0.2), (0.1, 0.4, 0.2, 0.2)
+    pool = _pool([("cup", "next to", "plate", s2, o2), ("cup", "left of", "plate", s2, o2)])
+    prior = GeometricPrior(pool, CategoryMatcher())
+    # "next to" names no side: mirrored d' = (0.3, 0.3) = d -> cos 1 -> dir 1 -> score 1
+    beside = prior.score_pair("cup", "next to", "plate", s, o)
+    assert beside.terms == pytest.approx({"size": 1.0, "dist": 1.0, "dir": 1.0})
+    assert beside.score == pytest.approx(100.0)
+    # "left of" names a side: cos = (-0.09 + 0.09) / 0.18 = 0 -> dir 0.5
+    # -> score (0.5 + 1 + 0.8 * 0.5) / 2.3 = 1.9 / 2.3 = 0.826087
+    left = prior.score_pair("cup", "left of", "plate", s, o)
+    assert left.terms == pytest.approx({"size": 1.0, "dist": 1.0, "dir": 0.5})
+    assert left.score == pytest.approx(82.6087, abs=1e-4)
+
+
+class FakeEmbedder:
+    """Unit vectors whose dot products are the similarities a test wants (one axis per label)."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode(self, labels):
+        import torch
+
+        return torch.tensor([self.vectors[label] for label in labels], dtype=torch.float64)
+
+
+def _axis(size, **parts):
+    vector = [0.0] * size
+    for index, value in parts.items():
+        vector[int(index[1:])] = value
+    return vector
+
+
+def test_similarity_threshold_and_confidence_weighting_by_hand():
+    root = math.sqrt
+    vectors = {
+        "cup": _axis(9, i0=1.0),
+        "mug": _axis(9, i0=0.9, i1=root(1 - 0.81)),  # cos(cup, mug) = 0.9
+        "glass": _axis(9, i0=0.8, i2=0.6),  # cos(cup, glass) = 0.8: at the threshold, matches
+        "bowl": _axis(9, i0=0.79, i3=root(1 - 0.79 ** 2)),  # cos(cup, bowl) = 0.79: below, no match
+        "table": _axis(9, i4=1.0),
+        "dog": _axis(9, i5=1.0),
+        "puppy": _axis(9, i5=0.8, i6=0.6),  # cos(dog, puppy) = 0.8
+        "cat": _axis(9, i7=1.0),
+        "kitten": _axis(9, i7=0.9, i8=root(1 - 0.81)),  # cos(cat, kitten) = 0.9
+    }
+    swapped = ((0.4, 0.5, 0.2, 0.2), (0.1, 0.0, 0.8, 0.5))
+    pool = _pool([("mug", "on", "table", G_S, G_O), ("glass", "on", "table", E_S, E_O),
+                  ("bowl", "on", "table", *swapped), ("puppy", "near", "kitten", *swapped)])
+    prior = GeometricPrior(pool, CategoryMatcher(FakeEmbedder(vectors)), threshold=0.8, percentile=50)
+    on = prior.score_pair("cup", "on", "table", G_S, G_O)
+    # mug (score 1) and glass (0.610270) match, bowl (0.304348) does not: median (1 + 0.610270) / 2
+    assert on.matches == 2
+    assert on.score == pytest.approx(80.5135, abs=1e-3)
+    assert on.confidence == pytest.approx(0.9 * 1 + 0.8 * 1)  # 1.7
+    near = prior.score_pair("dog", "near", "cat", G_S, G_O)
+    # Each label passes 0.8 on its own, though their product 0.8 * 0.9 = 0.72 does not.
+    assert near.matches == 1 and near.confidence == pytest.approx(0.72)
+    assert near.score == pytest.approx(100 * 0.7 / 2.3)  # the swapped twin: 30.4348
+    # (80.5135 * 1.7 + 30.4348 * 0.72) / (1.7 + 0.72) = (136.8730 + 21.9130) / 2.42 = 65.6141
+    assert layout_geometry([on, near]) == pytest.approx(65.6141, abs=1e-3)

@@ -60,12 +60,20 @@ def test_geometry_decides_the_statements():
     assert flipped[1].statement == aspects[1].statement  # sizes did not change
 
 
+def _words(sentence):
+    # Only the sentence's initial capital is undone, so the labels' own capitals must survive in
+    # both sentences; articles follow the label they precede ("an iPhone", "a TV stand").
+    words = (sentence[:1].lower() + sentence[1:]).strip(".").split()
+    return sorted(w for w in words if w not in ("a", "an"))
+
+
 def test_statement_and_counterfactual_hold_the_same_words():
-    for comparison in vertical_aspect("cup", "table").comparisons:
-        assert sorted(comparison.text.lower().strip(".").split()) == sorted(
-            comparison.counterfactual.lower().strip(".").split())
+    for comparison in vertical_aspect("iPhone", "TV stand").comparisons:
+        assert _words(comparison.text) == _words(comparison.counterfactual)
         # weights +1 / -1: a log-odds, not a sum
         assert sorted(w for w, _ in comparison.terms) == [-1.0, 1.0]
+    sits = vertical_aspect("iPhone", "TV stand").comparisons[-1]
+    assert (sits.text, sits.counterfactual) == ("An iPhone sits on a TV stand.", "A TV stand sits on an iPhone.")
     for comparison in size_aspect("table", "cup").comparisons:
         assert sum(w for w, _ in comparison.terms) == 0  # contrast: answer frequency cancels
 
@@ -175,6 +183,63 @@ def test_many_objects_are_capped(tiny_models):
     result = scorer.score_layouts([Layout.model_validate({"id": "many", "objects": objects})])[0]
     assert len(result.pairs) == 3  # 10 pairs, the 3 nearest kept
     assert any("judged the 3" in note for note in result.notes)
+
+
+class FirstLabelLogLikelihood:
+    """Fake LM: a sentence's log-likelihood is the weight of the label it names first.
+
+    Every vertical template names the higher object first, so a comparison's log-odds is
+    ``weight[upper] - weight[lower]``.
+    """
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def __call__(self, queries, on_batch=None):
+        return [next(self.weights[w] for w in text.lower().strip(".").split() if w in self.weights)
+                for _, text in queries]
+
+    def pending(self, queries):
+        return 0
+
+
+def test_pairs_named_in_relations_weigh_twice(tiny_scorer, monkeypatch):
+    # cup and plate level and of equal size (no aspect); both above the table; areas 0.04 vs
+    # 0.0625 (ratio < 2), so every judged pair has the vertical aspect only.
+    layout = Layout.model_validate({"id": "w", "objects": [
+        {"id": "cup-1", "label": "cup", "bbox": [0.1, 0.1, 0.2, 0.2]},
+        {"id": "plate-1", "label": "plate", "bbox": [0.6, 0.1, 0.2, 0.2]},
+        {"id": "table-1", "label": "table", "bbox": [0.3, 0.6, 0.25, 0.25]}],
+        "relations": [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}]})
+    fake = FirstLabelLogLikelihood({"cup": math.log(3), "plate": -math.log(3), "table": 0.0})
+    monkeypatch.setattr(tiny_scorer, "log_likelihood", fake)
+    result = tiny_scorer.score_layouts([layout])[0]
+    by_pair = {(p["subject"], p["object"]): p["llm"] for p in result.pairs}
+    # related cup/table: log-odds log 3 -> 100 * 3/4 = 75; unrelated plate/table: -log 3 -> 25
+    assert by_pair[("cup-1", "table-1")] == pytest.approx(75.0)
+    assert by_pair[("plate-1", "table-1")] == pytest.approx(25.0)
+    assert by_pair[("cup-1", "plate-1")] is None
+    # (2 * 75 + 1 * 25) / (2 + 1) = 175 / 3; equal weights would give 50
+    assert result.llm == pytest.approx(175 / 3)
+
+
+def test_statements_of_different_layouts_share_batches(tiny_models):
+    # Two layouts with one vertical-only pair each: 5 templates x (statement, counterfactual)
+    # = 10 distinct queries per layout, 20 in all. Batched together at 8 per batch that is
+    # ceil(20 / 8) = 3 forward passes of sizes 8, 8, 4; layout by layout it would be 2 + 2 = 4.
+    scorer = LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], batch_size=8))
+    layouts = [two_objects("a", "cup", (0.4, 0.1, 0.2, 0.2), "table", (0.35, 0.5, 0.25, 0.25)),
+               two_objects("b", "dog", (0.4, 0.1, 0.2, 0.2), "sofa", (0.35, 0.5, 0.25, 0.25))]
+    forwards, statements = [], []
+    hook = scorer.llm_model.model.base_model.register_forward_hook(
+        lambda module, args, kwargs, output: forwards.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        scorer.score_layouts(layouts, progress=lambda stage, done, total: stage == "statements"
+                             and statements.append((done, total)))
+    finally:
+        hook.remove()
+    assert sorted(forwards, reverse=True) == [8, 8, 4]
+    assert statements == [(8, 20), (16, 20), (20, 20)]
 
 
 # --- the real embedded model ------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from clis.cli import app
 from clis.layout_score.pool import CategoryMatcher, Pool, PoolExample, PoolFileError, read_pool_examples, write_pool
-from clis.layout_score.pool_sources import BuildReport, examples_from_coco, examples_from_file
+from clis.layout_score.pool_sources import (
+    BuildReport, examples_from_coco, examples_from_file, examples_from_visual_genome,
+)
 
 runner = CliRunner()
 
@@ -74,6 +76,72 @@ def test_coco_min_area_and_max_objects():
     # the cup covers 400 / 10000 = 4% of the image: dropped at min_area 0.05 -> no pair left
     assert list(examples_from_coco(COCO, "coco.json", report, min_area=0.05)) == []
     assert list(examples_from_coco(COCO, "coco.json", report, max_objects=1)) == []
+
+
+def test_coco_boolean_in_bbox_is_not_a_number():
+    # JSON true would pass as the number 1; the cup is skipped, so no pair is left.
+    data = json.loads(json.dumps(COCO))
+    data["annotations"][0]["bbox"] = [40, True, 20, 20]
+    report = BuildReport()
+    assert list(examples_from_coco(data, "coco.json", report)) == []
+    assert report.first_problems == ["coco.json: annotation 1: field 'bbox': expected [x, y, w, h] numbers, "
+                                     "got [40, True, 20, 20]"]
+
+
+def test_visual_genome_records_named_by_image_id_and_position():
+    data = [
+        "not an image",
+        {"image_id": 5, "relationships": {"oops": 1}},
+        {"image_id": 6, "relationships": [
+            {"predicate": "on", "subject": {"name": "cup", "x": True, "y": 0, "w": 1, "h": 1},
+             "object": {"name": "table", "x": 0, "y": 1, "w": 2, "h": 2}}]},
+    ]
+    report = BuildReport()
+    assert list(examples_from_visual_genome(data, "vg.json", report)) == []
+    assert report.first_problems == [
+        "vg.json: images[0]: not an object",
+        "vg.json: image 5 (images[1]): field 'relationships': expected a list",
+        "vg.json: image 6 (images[2]) relationship 0: field 'x'/'y'/'w'/'h': missing or not a number",
+    ]
+
+
+def _coco_with(**changes):
+    data = json.loads(json.dumps(COCO))
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        target = data
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[int(key) if key.isdigit() else key] = value
+    return data
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"categories": 5}, "top level: field 'categories': expected a list, got int"),
+    ({"images": {"id": 7}}, "top level: field 'images': expected a list, got dict"),
+    ({"categories__1": "table"}, "categories[1]: expected an object, got str"),
+    ({"categories__0__id": [1]}, "categories[0]: field 'id': expected a number or string, got [1]"),
+    ({"categories__2__name": None}, "categories[2]: field 'name': expected a string, got None"),
+    ({"images__0__width": "abc"}, "image 7 (images[0]): field 'width': expected a positive number, got 'abc'"),
+    ({"images__0__height": False}, "image 7 (images[0]): field 'height': expected a positive number, got False"),
+    ({"images__0__id": {"n": 7}}, "images[0]: field 'id': expected a number or string, got {'n': 7}"),
+])
+def test_cli_pool_build_malformed_coco(tmp_path, changes, message):
+    source = write_json(tmp_path / "instances.json", _coco_with(**changes))
+    result = runner.invoke(app, ["pool", "build", str(source), "--from", "coco", "--min-area", "0.01",
+                                 "--out", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert f"{source}: {message}" in result.output
+    assert "unexpected" not in result.output and "Traceback" not in result.output
+
+
+def test_coco_annotation_with_unusable_ids_is_skipped():
+    data = _coco_with(annotations__0__category_id=[1], annotations__1__image_id=[7])
+    report = BuildReport()
+    assert list(examples_from_coco(data, "coco.json", report)) == []
+    assert report.first_problems == ["coco.json: annotation 1: field 'category_id': unknown category [1]",
+                                     "coco.json: annotation 2: field 'image_id': expected a number or string, "
+                                     "got [7]"]
 
 
 def test_layouts_source(tmp_path):

@@ -8,8 +8,10 @@ Two aspects of a pair are verbalised (see ``docs/clis-l.md`` for why these two):
 
 * **vertical** -- when one centre is clearly higher than the other, statements such as
   "The cup is above the table." are compared with the same sentence with the two names
-  swapped ("The table is above the cup."). Both sentences hold exactly the same tokens, so
-  their summed log-likelihoods are directly comparable and word frequency cancels out.
+  swapped ("The table is above the cup."). Both sentences hold the same words, labels
+  keeping their own capitals ("An iPhone sits on a TV stand." / "A TV stand sits on an
+  iPhone."; only articles follow their position), so their summed log-likelihoods are
+  directly comparable and word frequency cancels out.
 * **size** -- when one box is clearly larger, the model answers "Which is bigger, a cup or
   a table?" and "Which is smaller, a cup or a table?" (both orders of naming). The answer
   log-likelihoods of the bigger question minus those of the smaller question cancel the
@@ -106,11 +108,18 @@ class Aspect:
         }
 
 
+def capitalise_first(text: str) -> str:
+    """Upper-case only the first character: ``str.capitalize`` would lower-case the rest
+    ("a TV stand" -> "A tv stand"), so a sentence and its name-swapped twin would no longer
+    hold the same tokens."""
+    return text[:1].upper() + text[1:]
+
+
 def _fill(template: str, **names: str) -> str:
     values = dict(names)
     for key, label in names.items():
         values[f"a_{key}"] = with_article(label)
-        values[f"A_{key}"] = with_article(label).capitalize()
+        values[f"A_{key}"] = capitalise_first(with_article(label))
     return template.format(**values)
 
 

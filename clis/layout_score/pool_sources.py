@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,16 @@ def _example(report: BuildReport, where: str, **fields: Any) -> Optional[PoolExa
         return None
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number; ``true``/``false`` are not (Python would take them as 1 and 0)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_id(value: Any) -> bool:
+    """An id that can key a lookup: a number or a string (a list would raise TypeError there)."""
+    return _is_number(value) or isinstance(value, str)
+
+
 # --- Visual Genome -----------------------------------------------------------------------------
 
 
@@ -68,10 +79,8 @@ def _vg_name(entity: dict) -> Optional[str]:
 
 
 def _vg_box(entity: dict) -> Optional[list[float]]:
-    try:
-        return [float(entity[k]) for k in ("x", "y", "w", "h")]
-    except (KeyError, TypeError, ValueError):
-        return None
+    values = [entity.get(k) for k in ("x", "y", "w", "h")]
+    return [float(v) for v in values] if all(_is_number(v) for v in values) else None
 
 
 def examples_from_visual_genome(data: Any, source: str, report: BuildReport) -> Iterator[PoolExample]:
@@ -83,12 +92,17 @@ def examples_from_visual_genome(data: Any, source: str, report: BuildReport) -> 
     if not isinstance(data, list):
         raise InputError(f"{source}: top level: Visual Genome relationships.json must be a list of images")
     for i, image in enumerate(data):
-        if not isinstance(image, dict) or not isinstance(image.get("relationships"), list):
-            report.skip(f"{source}: image {i}", "field 'relationships': expected a list")
+        if not isinstance(image, dict):
+            report.skip(f"{source}: images[{i}]", "not an object")
             continue
         image_id = image.get("image_id", i)
+        # The image_id finds the record in VG's own tools; the position finds it in this file.
+        image_where = f"{source}: image {image_id} (images[{i}])"
+        if not isinstance(image.get("relationships"), list):
+            report.skip(image_where, "field 'relationships': expected a list")
+            continue
         for j, rel in enumerate(image["relationships"]):
-            where = f"{source}: image {image_id} relationship {j}"
+            where = f"{image_where} relationship {j}"
             if not isinstance(rel, dict):
                 report.skip(where, "not an object")
                 continue
@@ -128,10 +142,8 @@ def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects:
     """
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise InputError(f"{source}: top level: field 'annotations': COCO instances need a list of annotations")
-    categories = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
-    sizes = {
-        im.get("id"): (im.get("width"), im.get("height")) for im in data.get("images", []) if isinstance(im, dict)
-    }
+    categories = _coco_categories(data, source)
+    sizes = _coco_image_sizes(data, source)
     by_image: dict[Any, list[tuple[str, list[float]]]] = {}
     for i, ann in enumerate(data["annotations"]):
         where = f"{source}: annotation {ann.get('id', i) if isinstance(ann, dict) else i}"
@@ -140,13 +152,17 @@ def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects:
             continue
         if ann.get("iscrowd"):
             continue
-        name = categories.get(ann.get("category_id"))
-        if not isinstance(name, str):
-            report.skip(where, f"field 'category_id': unknown category {ann.get('category_id')!r}")
+        if not _is_id(ann.get("image_id")):
+            report.skip(where, f"field 'image_id': expected a number or string, got {ann.get('image_id')!r}")
+            continue
+        category_id = ann.get("category_id")
+        name = categories.get(category_id) if _is_id(category_id) else None
+        if name is None:
+            report.skip(where, f"field 'category_id': unknown category {category_id!r}")
             continue
         box = ann.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            report.skip(where, "field 'bbox': expected [x, y, w, h] numbers")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            report.skip(where, f"field 'bbox': expected [x, y, w, h] numbers, got {box!r}")
             continue
         if box[2] <= 0 or box[3] <= 0:
             report.skip(where, f"field 'bbox': box {box} is degenerate")
@@ -167,6 +183,45 @@ def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects:
                                source=f"coco:{image_id}")
             if example is not None:
                 yield example
+
+
+def _coco_table(data: dict, key: str, source: str) -> list:
+    table = data.get(key, [])
+    if not isinstance(table, list):
+        raise InputError(f"{source}: top level: field '{key}': expected a list, got {type(table).__name__}")
+    return table
+
+
+def _coco_categories(data: dict, source: str) -> dict[Any, str]:
+    """``{id: name}``. A broken entry stops the build: every annotation of it would be lost."""
+    names = {}
+    for i, category in enumerate(_coco_table(data, "categories", source)):
+        where = f"{source}: categories[{i}]"
+        if not isinstance(category, dict):
+            raise InputError(f"{where}: expected an object, got {type(category).__name__}")
+        if not _is_id(category.get("id")):
+            raise InputError(f"{where}: field 'id': expected a number or string, got {category.get('id')!r}")
+        if not isinstance(category.get("name"), str):
+            raise InputError(f"{where}: field 'name': expected a string, got {category.get('name')!r}")
+        names[category["id"]] = category["name"]
+    return names
+
+
+def _coco_image_sizes(data: dict, source: str) -> dict[Any, tuple[Optional[float], Optional[float]]]:
+    """``{image id: (width, height)}``; a size may be absent (``--min-area`` then ignores the image)."""
+    sizes = {}
+    for i, image in enumerate(_coco_table(data, "images", source)):
+        if not isinstance(image, dict):
+            raise InputError(f"{source}: images[{i}]: expected an object, got {type(image).__name__}")
+        if not _is_id(image.get("id")):
+            raise InputError(f"{source}: images[{i}]: field 'id': expected a number or string, got {image.get('id')!r}")
+        for key in ("width", "height"):
+            value = image.get(key)
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise InputError(f"{source}: image {image['id']!r} (images[{i}]): field '{key}': "
+                                 f"expected a positive number, got {value!r}")
+        sizes[image["id"]] = (image.get("width"), image.get("height"))
+    return sizes
 
 
 # --- layouts.json --------------------------------------------------------------------------------
