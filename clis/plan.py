@@ -216,12 +216,14 @@ def plan_layouts(
     max_retries: int = DEFAULT_RETRIES,
     seed: int = 0,
     score_layout: Callable[[Layout], float | None] | None = None,
-    on_slot: Callable[[dict[str, Any]], None] | None = None,
+    on_slot: Callable[[dict[str, Any], Layout | None], None] | None = None,
 ) -> PlanResult:
     """Plan ``count`` layouts per concept set; keep the best of ``drafts`` by ``score_layout``.
 
     Returns the layouts that succeeded and one record per (set, slot), in order. ``score_layout``
-    (CLIS-L, 0..100) is required when ``drafts > 1``.
+    (CLIS-L, 0..100) is required when ``drafts > 1``. ``on_slot(record, layout)`` is called after
+    each slot (``layout`` is None when it failed), so a caller can keep what was planned even
+    if a later slot aborts the run.
     """
     if drafts < 1:
         raise InputError(f"--drafts must be >= 1, got {drafts}")
@@ -263,5 +265,5 @@ def plan_layouts(
                 layouts.append(best.layout)
             records.append(record)
             if on_slot is not None:
-                on_slot(record)
+                on_slot(record, best.layout if best else None)
     return PlanResult(layouts, records)

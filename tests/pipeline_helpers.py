@@ -1,12 +1,14 @@
 """Helpers shared by the pipeline tests (plan, generate, pick, chain).
 
 ``ChatServer`` is a small OpenAI-compatible chat server on 127.0.0.1, started inside a test
-(no network); ``run_cli`` runs ``clis`` the way the console script does.
+(no network); ``run_cli`` runs ``clis`` the way the console script does; ``spy_on_sam_prompts``
+records the boxes SAM is prompted with.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,8 +28,14 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+# Answers that make the server misbehave at the connection level instead of replying.
+HANG_UP = "<hang up>"  # close the connection without a response: http.client.RemoteDisconnected
+CUT_SHORT = "<cut short>"  # promise a longer body than is sent, then close: http.client.IncompleteRead
+
+
 class ChatServer:
-    """Serves POST /v1/chat/completions with ``answer(body) -> str`` (or ``(status, text)``)."""
+    """Serves POST /v1/chat/completions with ``answer(body) -> str`` (or ``(status, text)``,
+    or :data:`HANG_UP` / :data:`CUT_SHORT` to drop the connection)."""
 
     def __init__(self, answer: Callable[[dict], object]):
         self.answer = answer
@@ -39,6 +47,9 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 result = server.answer(body) if self.path == "/v1/chat/completions" else (404, "no such route")
+                if result in (HANG_UP, CUT_SHORT):
+                    self.drop(cut_short=result == CUT_SHORT)
+                    return
                 status, text = result if isinstance(result, tuple) else (200, result)
                 if status == 200:
                     payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
@@ -50,6 +61,15 @@ class ChatServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def drop(self, cut_short: bool) -> None:
+                if cut_short:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"choices": [')
+                self.close_connection = True
 
             def log_message(self, *args):  # keep test output clean
                 pass
@@ -68,6 +88,29 @@ class ChatServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def spy_on_sam_prompts(monkeypatch) -> list:
+    """Record the ``input_boxes`` every call of transformers' SAM processor receives."""
+    from transformers import SamProcessor
+
+    prompts, call = [], SamProcessor.__call__
+
+    def recording_call(self, *args, **kwargs):
+        prompts.append(kwargs.get("input_boxes"))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(SamProcessor, "__call__", recording_call)
+    return prompts
+
+
+def assert_mask_in_box(mask, bbox, min_inside: float = 0.95) -> None:
+    """A box-prompted mask is not empty, and most of it lies in the pixels its COCO
+    ``[x, y, w, h]`` box touches."""
+    assert mask.any(), bbox
+    x, y, w, h = bbox
+    inside = mask[int(math.floor(y)) : int(math.ceil(y + h)), int(math.floor(x)) : int(math.ceil(x + w))].sum()
+    assert inside >= min_inside * mask.sum(), (inside, mask.sum(), bbox)
 
 
 def asked_ids(body: dict) -> list[str]:

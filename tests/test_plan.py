@@ -8,10 +8,11 @@ import pytest
 
 from clis.errors import InputError, ModelUnavailableError
 from clis.formats import load_layouts
+from clis.layout import Layout
 from clis.plan import load_concepts, plan_layouts, read_concepts
-from clis.planning.backends import OpenAIChatBackend, TransformersChatBackend
+from clis.planning.backends import BackendError, OpenAIChatBackend, TransformersChatBackend
 from clis.planning.parse import PlanParseError, clamp_box, load_json_object, parse_boxes, parse_scene_graph
-from pipeline_helpers import ChatServer, careful_planner, run_cli
+from pipeline_helpers import CUT_SHORT, HANG_UP, ChatServer, asked_ids, careful_planner, run_cli
 
 IDS = ["cat-1", "sofa-1"]
 LABELS = {"cat-1": "cat", "sofa-1": "sofa"}
@@ -210,19 +211,106 @@ def test_tiny_local_lm_is_seeded_and_its_failures_become_records(tiny_models, tm
     assert record["status"] == "error" and len(record["drafts"][0]["failed_attempts"]) == 2
 
 
-def test_cli_plan_drafts_are_scored_with_clis_l(tiny_models, tmp_path, capsys):
+# Four cat/sofa geometries the tiny LM's CLIS-L tells apart (cat above or below the sofa,
+# bigger or smaller than it); the request's seed picks one, so drafts differ.
+SEEDED_BOXES = [
+    {"cat-1": [0.4, 0.1, 0.2, 0.2], "sofa-1": [0.0, 0.5, 1.0, 0.4]},
+    {"cat-1": [0.4, 0.6, 0.2, 0.2], "sofa-1": [0.0, 0.1, 1.0, 0.4]},
+    {"cat-1": [0.0, 0.1, 1.0, 0.4], "sofa-1": [0.4, 0.6, 0.2, 0.2]},
+    {"cat-1": [0.0, 0.5, 1.0, 0.4], "sofa-1": [0.4, 0.1, 0.2, 0.2]},
+]
+SEEDED_SCENE = {
+    "objects": [{"id": "cat-1", "attributes": ["grey"]}, {"id": "sofa-1", "attributes": ["red"]}],
+    "relations": [{"subject": ["cat-1"], "relation": "on", "object": ["sofa-1"]}],
+    "caption": "A grey cat on a red sofa.",
+}
+
+
+def seeded_planner(body: dict) -> str:
+    """Clean answers (nothing to repair or clamp) whose boxes depend on the request's seed."""
+    assert asked_ids(body) == ["cat-1", "sofa-1"]
+    if body["messages"][-1]["content"].rstrip().endswith("Layout:"):
+        return json.dumps({"boxes": SEEDED_BOXES[body["seed"] % 4]})
+    return json.dumps(SEEDED_SCENE)
+
+
+def test_cli_plan_drafts_keep_the_best_by_clis_l(tiny_models, tmp_path, capsys):
+    from clis.layout_score import LayoutScoreConfig, LayoutScorer
+
     concepts = tmp_path / "concepts.json"
-    concepts.write_text('[["cat", "sofa"]]')
-    settings = tmp_path / "clis_l.json"
-    settings.write_text(json.dumps({"llm": tiny_models["causal_lm"], "text_embedder": "none"}))
+    concepts.write_text('[{"concepts": ["cat", "sofa"], "id": "pet"}]')
+    settings = {"llm": tiny_models["causal_lm"], "text_embedder": "none"}
+    (tmp_path / "clis_l.json").write_text(json.dumps(settings))
     out = tmp_path / "layouts.json"
-    with ChatServer(careful_planner) as server:
+    with ChatServer(seeded_planner) as server:
         code, output = run_cli(
-            ["plan", str(concepts), "--out", str(out), "--llm", server.url, "--drafts", "2", "--layout-config", str(settings)],
-            capsys,
-        )
+            ["plan", str(concepts), "--out", str(out), "--llm", server.url, "--drafts", "3",
+             "--layout-config", str(tmp_path / "clis_l.json")], capsys,
+        )  # fmt: skip
     assert code == 0, output
+    # Each draft asked once for a scene graph, then once for boxes: rebuild its layout from the
+    # server's own answer and score it here, apart from the planner.
+    layout_seeds = [r["body"]["seed"] for r in server.requests if r["body"]["messages"][-1]["content"].rstrip().endswith("Layout:")]
+    assert len(layout_seeds) == 3
+    drafts = [
+        Layout.model_validate({
+            "id": "pet-0", "caption": SEEDED_SCENE["caption"], "relations": SEEDED_SCENE["relations"],
+            "objects": [{**o, "label": o["id"][:-2], "bbox": SEEDED_BOXES[seed % 4][o["id"]]} for o in SEEDED_SCENE["objects"]],
+        })
+        for seed in layout_seeds
+    ]  # fmt: skip
+    scorer = LayoutScorer(LayoutScoreConfig(**settings))
+    scores = [score.clis_l for score in scorer.score_layouts(drafts)]
+    best = max(range(3), key=lambda d: scores[d])
+    assert len(set(scores)) > 1 and scores.count(scores[best]) == 1, scores  # the drafts really differ
     record = json.loads((tmp_path / "layouts.plan.json").read_text())["records"][0]
-    scores = [d["clis_l"] for d in record["drafts"]]
-    assert len(scores) == 2 and all(0 <= s <= 100 for s in scores)
-    assert record["chosen_draft"] == scores.index(max(scores)) and record["clis_l"] == max(scores)
+    assert [d["clis_l"] for d in record["drafts"]] == pytest.approx(scores)
+    assert record["chosen_draft"] == best and record["clis_l"] == pytest.approx(scores[best])
+    [kept] = load_layouts(out)
+    assert kept.model_dump() == drafts[best].model_dump()
+
+
+@pytest.mark.parametrize("drop", [HANG_UP, CUT_SHORT])
+def test_dropped_connections_are_backend_errors(drop):
+    with ChatServer(lambda body: drop) as server:
+        with pytest.raises(BackendError, match="connection dropped"):
+            OpenAIChatBackend(server.url).chat([{"role": "user", "content": "x"}], 0)
+
+
+def test_cli_plan_retries_dropped_connections_then_records_them(tmp_path, capsys):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"], ["dog"]]')
+    calls = []
+
+    def flaky(body):
+        # The first request hangs up and the second is cut short; then the server behaves for
+        # the cat set and keeps hanging up on the dog set.
+        calls.append(body)
+        if len(calls) <= 2:
+            return [HANG_UP, CUT_SHORT][len(calls) - 1]
+        return HANG_UP if asked_ids(body) == ["dog-1"] else careful_planner(body)
+
+    out = tmp_path / "layouts.json"
+    with ChatServer(flaky) as server:
+        code, output = run_cli(["plan", str(concepts), "--out", str(out), "--llm", server.url, "--retries", "2"], capsys)
+    assert code == 0, output
+    assert "unexpected" not in output and "Traceback" not in output
+    assert [layout.id for layout in load_layouts(out)] == ["000-cat-sofa-0"]
+    records = json.loads((tmp_path / "layouts.plan.json").read_text())["records"]
+    assert [r["status"] for r in records] == ["ok", "error"]
+    assert [a["stage"] for a in records[0]["drafts"][0]["failed_attempts"]] == ["scene graph", "scene graph"]
+    assert "connection dropped" in records[1]["error"] and "after 3 attempts" in records[1]["error"]
+
+
+def test_cli_plan_saves_what_was_planned_when_the_run_aborts(tmp_path, capsys):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"], ["dog"], ["horse"]]')
+    # The key is revoked after the first concept set: 401 is not retried, it ends the run.
+    answer = lambda body: (401, "key revoked") if asked_ids(body) == ["dog-1"] else careful_planner(body)  # noqa: E731
+    out = tmp_path / "layouts.json"
+    with ChatServer(answer) as server:
+        code, output = run_cli(["plan", str(concepts), "--out", str(out), "--llm", server.url], capsys)
+    assert code == 2 and "HTTP 401" in output and "Traceback" not in output
+    assert [layout.id for layout in load_layouts(out)] == ["000-cat-sofa-0"]
+    report = json.loads((tmp_path / "layouts.plan.json").read_text())
+    assert "HTTP 401" in report["aborted"] and [r["layout_id"] for r in report["records"]] == ["000-cat-sofa-0"]

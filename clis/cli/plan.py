@@ -15,7 +15,7 @@ from clis.errors import InputError
 from clis.formats import save_layouts
 from clis.layout import Layout
 from clis.models import DEFAULT_LLM
-from clis.plan import DEFAULT_RETRIES, load_concepts, plan_layouts
+from clis.plan import DEFAULT_RETRIES, PlanResult, load_concepts, plan_layouts
 from clis.planning.backends import make_backend
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -51,6 +51,13 @@ def clis_l_scorer(config_path: Optional[Path]):
     return score
 
 
+def _save(result: PlanResult, out: Path, report: dict) -> None:
+    """Write the layouts planned so far and the per-slot report next to them."""
+    save_layouts(result.layouts, out)
+    report = {**report, "summary": result.summary, "records": result.records}
+    report_path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def plan(
     concepts: Path = typer.Argument(..., help='JSON list of concept sets, e.g. [["cat", "sofa"], {"concepts": ["dog"], "count": 2}].'),
     out: Path = typer.Option(..., "--out", "-o", help="Layouts file to write (canonical layouts.json)."),
@@ -84,37 +91,51 @@ def plan(
         options["device"] = device
     backend = make_backend(llm, model=llm_model, mode=mode, **options)
     failures = []
-    progress = Progress(
-        TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console,
-    )  # fmt: skip
-    with progress:
-        task = progress.add_task("plan", total=sum(s.count for s in concept_sets))
-
-        def advance(record: dict) -> None:
-            if record["status"] != "ok":
-                failures.append(
-                    f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
-                    f"layout {record['slot']}: {record['error']}"
-                )
-            progress.advance(task)
-
-        result = plan_layouts(
-            concept_sets, backend, drafts=drafts, max_retries=retries, seed=seed, score_layout=score_layout, on_slot=advance
-        )
-    save_layouts(result.layouts, out)
+    # Filled slot by slot, so an aborted run (server gone, Ctrl-C) still saves what was planned.
+    planned = PlanResult(layouts=[], records=[])
     report = {
         "concepts": str(concepts),
         "layouts": str(out),
         "backend": backend.describe(),
         "settings": {"mode": getattr(backend, "mode", "json"), "count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
-        "summary": result.summary,
-        "records": result.records,
+        "aborted": None,
     }
-    report_path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    progress = Progress(
+        TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console,
+    )  # fmt: skip
+    try:
+        with progress:
+            task = progress.add_task("plan", total=sum(s.count for s in concept_sets))
+
+            def advance(record: dict, layout: Optional[Layout]) -> None:
+                planned.records.append(record)
+                if layout is not None:
+                    planned.layouts.append(layout)
+                if record["status"] != "ok":
+                    failures.append(
+                        f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
+                        f"layout {record['slot']}: {record['error']}"
+                    )
+                progress.advance(task)
+
+            plan_layouts(
+                concept_sets, backend, drafts=drafts, max_retries=retries, seed=seed, score_layout=score_layout,
+                on_slot=advance,
+            )  # fmt: skip
+    except BaseException as exc:
+        if not planned.records:
+            raise  # nothing planned yet: leave an earlier --out file alone
+        _save(planned, out, {**report, "aborted": " ".join(str(exc).split()) or type(exc).__name__})
+        console.print(
+            f"run aborted after {len(planned.records)} slots; saved the {len(planned.layouts)} layouts planned so far "
+            f"-> {out}; report: {report_path(out)}"
+        )
+        raise
+    _save(planned, out, report)
     for line in failures:
         console.print(f"[red]failed:[/] {escape(line)}", markup=True)
-    s = result.summary
+    s = planned.summary
     console.print(
         f"planned {s['ok']}/{s['slots']} layouts ({s['failed']} failed, {s['clamped_boxes']} boxes clamped, "
         f"{s['failed_attempts']} failed attempts) -> {out}; report: {report_path(out)}"

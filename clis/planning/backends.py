@@ -7,6 +7,7 @@ request (vLLM, llama.cpp and ollama honour it).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -19,7 +20,12 @@ API_KEY_ENV = "CLIS_LLM_API_KEY"
 
 
 class BackendError(RuntimeError):
-    """One request failed (bad status, unreadable reply); the planner retries it."""
+    """One request failed (bad status, unreadable reply, dropped connection); the planner retries it."""
+
+
+# Connection failures after the server was reached. A refused connection, an unknown host or
+# a connect timeout stays a ModelUnavailableError: no retry will fix a wrong or dead URL.
+_DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, http.client.HTTPException)
 
 
 class ChatBackend(Protocol):
@@ -126,8 +132,15 @@ class OpenAIChatBackend:
                 raise InputError(f"{self.url}: HTTP {exc.code}: {detail[0] if detail else exc.reason}") from None
             raise BackendError(f"HTTP {exc.code} from {self.url}") from None
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, _DROPPED):
+                # Reached, then reset while sending the request: worth another try.
+                raise BackendError(f"{self.url}: connection dropped: {exc.reason}") from None
             raise ModelUnavailableError(f"{self.url}: cannot reach the chat endpoint: {exc.reason}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, TimeoutError) as exc:
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            # A server that closes the connection mid-reply (restart, OOM, proxy timeout) fails
+            # this request only; the planner retries it and, if it keeps failing, records it.
+            raise BackendError(f"{self.url}: connection dropped: {type(exc).__name__}: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BackendError(f"unreadable reply from {self.url}: {exc}") from None
         try:
             return reply["choices"][0]["message"]["content"] or ""
