@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from clis.errors import InputError
 from clis.layout import Layout
 
 DEFAULT_SIZE = 512
@@ -69,7 +70,7 @@ class GeneratorAdapter(ABC):
 
     def __init__(self, width: int = DEFAULT_SIZE, height: int = DEFAULT_SIZE):
         if width <= 0 or height <= 0:
-            raise ValueError(f"image size must be positive, got {width}x{height}")
+            raise InputError(f"--width and --height must be positive, got {width}x{height}")
         self.width = int(width)
         self.height = int(height)
 

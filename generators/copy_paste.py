@@ -19,7 +19,7 @@ seeded two-colour gradient.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +47,33 @@ class Cutout:
     image_path: Path
     segmentation: Any = None  # COCO polygons / RLE; None: the file's own alpha channel
     bbox: tuple[float, float, float, float] | None = None  # COCO pixel xywh
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_box(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and value[2] > 0 and value[3] > 0
+    )  # fmt: skip
+
+
+def _field(path: Path, where: str, record: Any, key: str, valid: Callable[[Any], bool], expected: str) -> Any:
+    """``record[key]`` of a COCO cut-out file, or a one-line error naming file, record and field."""
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: {where}: expected an object")
+    if key not in record:
+        raise InputError(f"{path}: {where}: field {key!r}: missing (expected {expected})")
+    if not valid(record[key]):
+        raise InputError(f"{path}: {where}: field {key!r}: expected {expected}, got {record[key]!r}")
+    return record[key]
 
 
 class CutoutLibrary:
@@ -82,24 +109,36 @@ class CutoutLibrary:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: cannot read COCO cut-out source: {exc}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: top level: a COCO file is a JSON object")
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
                 raise InputError(f"{path}: field {key!r}: a COCO file needs a list here")
         root = Path(images_dir) if images_dir else path.parent
-        files = {im["id"]: root / im["file_name"] for im in data["images"]}
-        names = {c["id"]: normalise_label(c["name"]) for c in data["categories"]}
+        files, names = {}, {}
+        for i, im in enumerate(data["images"]):
+            where = f"images[{i}]"
+            files[_field(path, where, im, "id", _is_id, "an id")] = root / _field(
+                path, where, im, "file_name", _is_name, "a file name"
+            )
+        for i, cat in enumerate(data["categories"]):
+            where = f"categories[{i}]"
+            names[_field(path, where, cat, "id", _is_id, "an id")] = normalise_label(
+                _field(path, where, cat, "name", _is_name, "a name")
+            )
         by_label: dict[str, list[Cutout]] = {}
         for i, ann in enumerate(data["annotations"]):
+            if not isinstance(ann, dict):
+                raise InputError(f"{path}: annotations[{i}]: expected an object")
             seg = ann.get("segmentation")
             # Crowd regions are not one object; tiny ones blow up into mush when resized.
             if not seg or ann.get("iscrowd") or ann.get("area", min_area) < min_area:
                 continue
             if ann.get("image_id") not in files or ann.get("category_id") not in names:
                 raise InputError(f"{path}: annotations[{i}]: image_id or category_id names nothing")
+            bbox = _field(path, f"annotations[{i}]", ann, "bbox", _is_box, "[x, y, w, h] in pixels with w, h > 0")
             seg = json.dumps(seg)  # hashable, so cut-outs can be cached
-            by_label.setdefault(names[ann["category_id"]], []).append(
-                Cutout(files[ann["image_id"]], seg, tuple(ann["bbox"]))
-            )
+            by_label.setdefault(names[ann["category_id"]], []).append(Cutout(files[ann["image_id"]], seg, tuple(bbox)))
         if not by_label:
             raise InputError(f"{path}: no annotation with a segmentation mask to cut out")
         return cls(by_label, str(path))

@@ -61,8 +61,16 @@ class DiffusersGenerator(GeneratorAdapter):
         self.pipeline = self._load()
 
     def _load(self):
-        import diffusers
         import torch
+
+        try:
+            import diffusers
+        except ImportError as exc:
+            # diffusers is an optional extra: shapes and copy-paste run without it.
+            problem = "is not installed" if exc.name == "diffusers" else f"cannot be imported ({exc})"
+            raise InputError(
+                f"generator {self.name!r} needs diffusers, which {problem}: pip install \"clis[diffusion]\""
+            ) from None
 
         pipeline_class = getattr(diffusers, self.pipeline_class_name)
         # Loading bars and deprecation chatter would bury our own progress bar.

@@ -53,9 +53,23 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def _item_complete(item: dict[str, Any], out_dir: Path, n: int) -> bool:
+def layout_sha256(layout: Layout) -> str:
+    """Hash of the layout's canonical JSON (sorted keys, no spaces): what its images were made from."""
+    data = layout.model_dump(mode="json", exclude_none=True)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _item_complete(item: dict[str, Any], layout: Layout, out_dir: Path, n: int) -> bool:
     images = item.get("images") or []
-    return item.get("status") == "done" and len(images) == n and all((out_dir / im["path"]).is_file() for im in images)
+    # Same id is not same layout: a re-planned layout (new boxes, caption) needs new images.
+    # Items from manifests without the hash are regenerated, as they cannot be checked.
+    return (
+        item.get("status") == "done"
+        and item.get("layout_sha256") == layout_sha256(layout)
+        and len(images) == n
+        and all((out_dir / im["path"]).is_file() for im in images)
+    )
 
 
 def generate_candidates(
@@ -72,7 +86,8 @@ def generate_candidates(
 
     ``on_layout(layout_id, item)`` is called after each layout (the CLI advances its progress
     bar there). With ``resume``, layouts whose images are all present in an earlier manifest of
-    the same generator, config, ``n`` and ``seed`` are skipped.
+    the same generator, config, ``n`` and ``seed`` are skipped, unless the layout itself changed
+    since (its ``layout_sha256`` differs).
     """
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
@@ -105,9 +120,11 @@ def generate_candidates(
     }
     for layout in layouts:
         old_item = previous.get(layout.id)
-        if old_item is not None and _item_complete(old_item, out, n):
+        if old_item is not None and _item_complete(old_item, layout, out, n):
             item = {**old_item, "resumed": True}
         else:
+            if old_item is not None:
+                _remove_images(old_item, out)  # stale: they must not outlive a failed regeneration
             item = _generate_one(layout, adapter, out, n, seed)
         manifest["items"].append(item)
         _write_json_atomic(out / MANIFEST_NAME, manifest)
@@ -118,8 +135,18 @@ def generate_candidates(
     return manifest
 
 
+def _remove_images(item: dict[str, Any], out: Path) -> None:
+    for image in item.get("images") or []:
+        path = out / str(image.get("path", ""))
+        # A hand-edited manifest must not make us delete anything outside the folder.
+        if path.is_file() and path.resolve().is_relative_to(out.resolve()):
+            path.unlink()
+
+
 def _generate_one(layout: Layout, adapter: GeneratorAdapter, out: Path, n: int, seed: int) -> dict[str, Any]:
-    item: dict[str, Any] = {"layout_id": layout.id, "status": "error", "images": [], "error": None}
+    item: dict[str, Any] = {
+        "layout_id": layout.id, "layout_sha256": layout_sha256(layout), "status": "error", "images": [], "error": None,
+    }  # fmt: skip
     if not _SAFE_ID.match(layout.id) or layout.id in (".", ".."):
         item["error"] = f"layout id {layout.id!r} cannot be a folder name"
         return item

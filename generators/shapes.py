@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from clis.errors import InputError
 from clis.layout import Layout
 
 from generators.base import DEFAULT_SIZE, GeneratorAdapter
@@ -39,7 +40,7 @@ class ShapesGenerator(GeneratorAdapter):
     def __init__(self, width: int = DEFAULT_SIZE, height: int = DEFAULT_SIZE, jitter: float = 0.08):
         super().__init__(width, height)
         if not 0 <= jitter < 0.5:
-            raise ValueError(f"jitter must be in [0, 0.5), got {jitter}")
+            raise InputError(f"shapes: jitter must be in [0, 0.5), got {jitter}")
         self.jitter = float(jitter)
 
     def generate(self, layout: Layout, seeds: Sequence[int]) -> list[Image.Image]:

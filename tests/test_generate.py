@@ -122,6 +122,25 @@ def test_copy_paste_from_coco_masks(tmp_path):
     assert tuple(image[16, 16]) == (0, 0, 255)  # centre of the box: the cut-out (label matched across plural)
 
 
+@pytest.mark.parametrize(
+    "section, field, message",
+    [("images", "file_name", r"coco.json: images\[0\]: field 'file_name': missing"),
+     ("annotations", "bbox", r"coco.json: annotations\[0\]: field 'bbox': missing"),
+     ("categories", "name", r"coco.json: categories\[0\]: field 'name': missing")],
+)  # fmt: skip
+def test_coco_cutouts_missing_a_field_are_one_line_errors(tmp_path, section, field, message):
+    coco = {
+        "images": [{"id": 1, "file_name": "photo.png", "width": 60, "height": 40}],
+        "categories": [{"id": 5, "name": "box"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [20, 10, 20, 20], "area": 400,
+                         "segmentation": [[20, 10, 40, 10, 40, 30, 20, 30]]}],
+    }  # fmt: skip
+    del coco[section][0][field]
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match=message):
+        create_generator("copy-paste", cutouts=tmp_path / "coco.json")
+
+
 def test_copy_paste_errors_name_the_problem(layouts, tmp_path):
     with pytest.raises(InputError, match="--cutouts"):
         create_generator("copy-paste")
@@ -165,6 +184,17 @@ def test_tiny_sd_baseline_sees_only_the_caption(layouts, tiny_pipelines):
     assert adapter.pipeline_inputs(layouts[0]) == {"prompt": "a red cup on a wooden table"}
     a, b = adapter.generate(layouts[0], [1, 1])
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_diffusers_not_installed_says_which_extra_to_install(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # "import diffusers" now fails as if absent
+    layouts_path = save_layouts([Layout.model_validate(d) for d in LAYOUTS], tmp_path / "layouts.json")
+    for name in ("gligen", "sd"):
+        code, output = run_cli(["generate", str(layouts_path), "-g", name, "--out", str(tmp_path / name)], capsys)
+        assert code == 2 and 'pip install "clis[diffusion]"' in output and "Traceback" not in output
+        assert "unexpected" not in output
 
 
 def test_missing_diffusion_weights_are_a_clear_error(tmp_path):
@@ -240,6 +270,37 @@ def test_runner_writes_manifest_records_failures_and_resumes(layouts, tmp_path):
     assert (out / "tea" / "1.png").read_bytes() == before  # same seed, same bytes
     with pytest.raises(InputError, match="seed changed"):
         generate_candidates(adapter_layouts, adapter, out, n=3, seed=10, resume=True)
+
+
+def test_resume_regenerates_layouts_that_changed(layouts, tmp_path):
+    adapter = create_generator("shapes", width=32, height=32)
+    out = tmp_path / "cand"
+    generate_candidates(layouts, adapter, out, n=2, seed=4)
+    os.utime(out / "pets" / "0.png", (1, 1))
+    # Same ids, but the cup moved: its old images show the old layout.
+    moved = Layout.model_validate({**LAYOUTS[0], "objects": [{**LAYOUTS[0]["objects"][0], "bbox": [0.0, 0.0, 0.25, 0.25]},
+                                                             LAYOUTS[0]["objects"][1]]})  # fmt: skip
+    manifest = generate_candidates([moved, layouts[1]], adapter, out, n=2, seed=4, resume=True)
+    items = {i["layout_id"]: i for i in manifest["items"]}
+    assert items["pets"].get("resumed") and not items["tea"].get("resumed")
+    assert os.stat(out / "pets" / "0.png").st_mtime == 1
+    fresh = adapter.generate(moved, candidate_seeds(4, "tea", 2))
+    for k in range(2):
+        assert (out / "tea" / f"{k}.png").read_bytes() == png_bytes(fresh[k], tmp_path / "fresh.png")
+    # A changed layout that now fails leaves no stale images behind for scoring to find.
+    lamp = Layout.model_validate({**LAYOUTS[0], "objects": [{"id": "lamp-1", "label": "lamp", "bbox": [0.1, 0.1, 0.2, 0.2]}]})
+    paste = create_generator("copy-paste", cutouts=_write_cutouts(tmp_path / "cutouts"), width=32, height=32)
+    generate_candidates([layouts[0]], paste, tmp_path / "paste", n=2, seed=4)
+    manifest = generate_candidates([lamp], paste, tmp_path / "paste", n=2, seed=4, resume=True)
+    assert manifest["items"][0]["status"] == "error"
+    assert not any((tmp_path / "paste" / "tea").iterdir())
+
+
+def test_cli_generate_bad_size_is_one_line_error(tmp_path, capsys):
+    layouts_path = save_layouts([Layout.model_validate(d) for d in LAYOUTS], tmp_path / "layouts.json")
+    for option in ("--width", "--height"):
+        code, output = run_cli(["generate", str(layouts_path), "-g", "shapes", "--out", str(tmp_path / "c"), option, "0"], capsys)
+        assert code == 2 and "--width and --height must be positive" in output and "Traceback" not in output
 
 
 def test_cli_generate_output_is_found_by_discovery(tmp_path, capsys):
