@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from PIL import Image
 
 from clis.errors import InputError
-from clis.layout import Layout, LayoutObject
+from clis.layout import Layout, LayoutObject, Relation
 
 RANK_KEYS = ("clis", "clis_i")
 
@@ -57,6 +57,10 @@ class PickConfig:
     rank_by: str = "clis"
 
     def __post_init__(self):
+        for option, value in (("--min-instance", self.min_instance), ("--min-layout", self.min_layout)):
+            # NaN compares false with everything, so it would silently keep (or drop) it all.
+            if not 0 <= value <= 100:
+                raise InputError(f"{option} must be a score in 0..100, got {value}")
         if self.top < 1:
             raise InputError(f"--top must be >= 1, got {self.top}")
         if self.rank_by not in RANK_KEYS:
@@ -211,7 +215,10 @@ class SamMasker:
         self.loaded = load_model(spec, "sam", device=device)
 
     def masks(self, image: Image.Image, boxes_xyxy: list[list[float]]):
-        """One boolean ``H x W`` numpy mask per pixel box, the best of SAM's proposals."""
+        """One boolean ``H x W`` numpy mask per pixel box: the best of SAM's proposals, cut to
+        the box. SAM can spill into the neighbouring object or the background; pixels outside
+        the box would contradict the annotation's own bbox, so they are cleared."""
+        import numpy as np
         import torch
 
         processor, model = self.loaded.processor, self.loaded.model
@@ -222,10 +229,32 @@ class SamMasker:
             outputs.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
         )[0]  # boxes x proposals x H x W
         best = outputs.iou_scores[0].argmax(dim=-1).cpu()  # SAM's own quality estimate per box
-        return [masks[i, best[i]].numpy().astype(bool) for i in range(len(boxes_xyxy))]
+        result = []
+        for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
+            # Every pixel the box touches, partly covered edge pixels included.
+            left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+            right, bottom = max(0, int(np.ceil(x1))), max(0, int(np.ceil(y1)))
+            inside = np.zeros((image.height, image.width), dtype=bool)
+            inside[top:bottom, left:right] = True
+            result.append(masks[i, best[i]].numpy().astype(bool) & inside)
+        return result
 
     def describe(self) -> dict[str, Any]:
         return dict(self.loaded.fingerprint or {"spec": self.loaded.spec})
+
+
+def surviving_relations(layout: Layout, objects: Sequence[LayoutObject]) -> list[Relation]:
+    """The layout's relations among ``objects`` only: dropped ids leave each side, and a
+    relation left without a subject or an object goes (the annotations must not name objects
+    that are not annotated)."""
+    kept = {o.id for o in objects}
+    relations = []
+    for relation in layout.relations:
+        subject = [i for i in relation.subject if i in kept]
+        object_ = [i for i in relation.object if i in kept]
+        if subject and object_:
+            relations.append(relation.model_copy(update={"subject": subject, "object": object_}))
+    return relations
 
 
 def _output_name(layout_id: str, image: Path, taken: set[str]) -> str:
@@ -275,8 +304,12 @@ def write_dataset(
         shutil.copyfile(source, images_out / name)
         with Image.open(source) as im:
             sizes[name] = im.size
-        # One layout per output image, holding only its surviving objects.
-        per_image_layouts.append(kept.layout.model_copy(update={"id": name, "objects": kept.objects}))
+        # One layout per output image, holding only its surviving objects and their relations.
+        per_image_layouts.append(
+            kept.layout.model_copy(
+                update={"id": name, "objects": kept.objects, "relations": surviving_relations(kept.layout, kept.objects)}
+            )
+        )
         file_names[name] = name
         kept_rows.append((name, source, kept))
     coco = layouts_to_coco(per_image_layouts, file_names=file_names, sizes=sizes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
@@ -12,15 +11,16 @@ from pycocotools.coco import COCO
 from clis.errors import InputError
 from clis.formats import save_layouts
 from clis.layout import Layout
-from clis.pick import PickConfig, select, write_dataset
-from pipeline_helpers import run_cli
+from clis.pick import PickConfig, select, surviving_relations, write_dataset
+from pipeline_helpers import assert_mask_in_box, run_cli, spy_on_sam_prompts
 
 LAYOUTS = [
     Layout.model_validate(d)
     for d in [
         {"id": "tea", "caption": "a cup on a table", "objects": [
             {"id": "cup-1", "label": "cup", "bbox": [0.25, 0.5, 0.5, 0.25]},
-            {"id": "table-1", "label": "table", "bbox": [0.0, 0.75, 1.0, 0.25]}]},
+            {"id": "table-1", "label": "table", "bbox": [0.0, 0.75, 1.0, 0.25]}],
+         "relations": [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}]},
         {"id": "pets", "caption": "a cat and a dog", "objects": [
             {"id": "cat-1", "label": "cat", "bbox": [0.0, 0.0, 0.5, 0.5]},
             {"id": "dog-1", "label": "dog", "bbox": [0.5, 0.5, 0.5, 0.5]}]},
@@ -83,6 +83,37 @@ def test_bad_settings_are_input_errors():
         PickConfig(top=0)
     with pytest.raises(InputError, match="--rank-by"):
         PickConfig(rank_by="fid")
+    for option in ("min_instance", "min_layout"):
+        for value in (float("nan"), -0.5, 100.5):
+            with pytest.raises(InputError, match=f"--{option.replace('_', '-')} must be a score in 0..100"):
+                PickConfig(**{option: value})
+        PickConfig(**{option: 0.0}), PickConfig(**{option: 100.0})  # the ends are allowed
+
+
+def test_cli_pick_rejects_nan_thresholds_in_one_line(tmp_path, capsys):
+    candidates = _candidates(tmp_path / "cand")
+    layouts = save_layouts(LAYOUTS, tmp_path / "layouts.json")
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    for option in ("--min-instance", "--min-layout"):
+        code, output = run_cli(
+            ["pick", str(candidates), str(layouts), "--scores", str(scores), "--out", str(tmp_path / "ds"), option, "nan"],
+            capsys,
+        )
+        assert code == 2 and f"{option} must be a score in 0..100, got nan" in output and "Traceback" not in output
+        assert not (tmp_path / "ds" / "annotations.json").exists()
+
+
+def test_relations_of_dropped_objects_are_dropped():
+    layout = Layout.model_validate({"id": "g", "caption": "two cats on a sofa by a lamp", "objects": [
+        {"id": i, "label": i[:-2], "bbox": [0.1, 0.1, 0.2, 0.2]} for i in ("cat-1", "cat-2", "sofa-1", "lamp-1")],
+        "relations": [{"subject": ["cat-1", "cat-2"], "relation": "on", "object": ["sofa-1"]},
+                      {"subject": ["sofa-1"], "relation": "next to", "object": ["lamp-1"]}]})  # fmt: skip
+    kept = [o for o in layout.objects if o.id in ("cat-2", "sofa-1")]
+    # cat-1 leaves the group; the lamp's relation loses its object and goes.
+    assert [r.model_dump(include={"subject", "relation", "object"}) for r in surviving_relations(layout, kept)] == [
+        {"subject": ["cat-2"], "relation": "on", "object": ["sofa-1"]}
+    ]
 
 
 def _candidates(root, size=(64, 48)):
@@ -113,24 +144,32 @@ def test_coco_output_has_pixel_boxes_and_score_fields(tmp_path):
     assert coco.loadCats(anns["cup-1"]["category_id"])[0]["name"] == "cup"
     second = next(im for im in images if im["file_name"] == "tea_0.png")
     assert [a["clis_object_id"] for a in coco.loadAnns(coco.getAnnIds(imgIds=[second["id"]]))] == ["cup-1"]
+    # The table was dropped from tea_0.png, so "cup on table" must not be stored with it.
+    assert best["clis_relations"] == [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}]
+    assert second["clis_relations"] == []
 
 
-def test_cli_pick_with_scores_and_sam_masks(tiny_models, tmp_path, capsys):
+def test_cli_pick_with_scores_and_sam_masks(tiny_models, tmp_path, capsys, monkeypatch):
     candidates = _candidates(tmp_path / "cand")
     layouts = save_layouts(LAYOUTS, tmp_path / "layouts.json")
     scores = tmp_path / "scores.jsonl"
     scores.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     out = tmp_path / "ds"
+    prompts = spy_on_sam_prompts(monkeypatch)
     code, output = run_cli(
         ["pick", str(candidates), str(layouts), "--scores", str(scores), "--out", str(out),
          "--masks", "sam", "--sam-model", tiny_models["sam"]], capsys,
     )  # fmt: skip
     assert code == 0, output
     assert "not in the top 1" in output and "layout below --min-layout" in output
+    # The one kept image, tea/1.png (64 x 48), prompts SAM with its two boxes as pixel xyxy:
+    # cup-1 [0.25, 0.5, 0.5, 0.25] -> x 16..48, y 24..36; table-1 [0, 0.75, 1, 0.25] -> x 0..64, y 36..48.
+    assert prompts == [[[[16.0, 24.0, 48.0, 36.0], [0.0, 36.0, 64.0, 48.0]]]]
     coco = COCO(str(out / "annotations.json"))
     for ann in coco.loadAnns(coco.getAnnIds()):
         mask = coco.annToMask(ann)
         assert mask.shape == (48, 64) and ann["area"] == float(mask.sum())
+        assert_mask_in_box(mask, ann["bbox"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_dropped_by_reason"] == {
         "not in the top 1": 2, "no instance at or above --min-instance": 1,
@@ -139,14 +178,28 @@ def test_cli_pick_with_scores_and_sam_masks(tiny_models, tmp_path, capsys):
     assert summary["masks"]["spec"] == tiny_models["sam"]
 
 
-def test_cli_pick_scores_candidates_itself(tiny_models, tmp_path, capsys):
+def _pick_scoring_itself(tiny_models, tmp_path, capsys, *options: str):
+    """``clis pick`` on fresh candidates with no --scores (tiny CLIP, no detector, no CLIS-L)."""
     candidates = _candidates(tmp_path / "cand")
     layouts = save_layouts(LAYOUTS, tmp_path / "layouts.json")
     out = tmp_path / "ds"
     code, output = run_cli(
         ["pick", str(candidates), str(layouts), "--out", str(out), "--image-model", tiny_models["hf_clip"],
-         "--detector", "none", "--no-layout-score", "--min-instance", "0", "--min-layout", "0"], capsys,
+         "--detector", "none", "--no-layout-score", *options], capsys,
     )  # fmt: skip
+    return code, output, out
+
+
+def test_cli_pick_loads_sam_before_scoring(tiny_models, tmp_path, capsys):
+    code, output, out = _pick_scoring_itself(
+        tiny_models, tmp_path, capsys, "--masks", "sam", "--sam-model", str(tmp_path / "no-sam")
+    )
+    assert code == 2 and "no-sam" in output and "Traceback" not in output
+    assert not (out / "scores.jsonl").exists()  # failed before scoring a single candidate
+
+
+def test_cli_pick_scores_candidates_itself(tiny_models, tmp_path, capsys):
+    code, output, out = _pick_scoring_itself(tiny_models, tmp_path, capsys, "--min-instance", "0", "--min-layout", "0")
     assert code == 0, output
     scored = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(scored) == len(RECORDS)

@@ -86,6 +86,8 @@ def pick(
     layout_list = load_layouts(layouts)
     if not candidates.is_dir():
         raise InputError(f"{candidates}: candidates folder not found")
+    # SAM loads before scoring, which can take hours: a missing SAM model fails in seconds.
+    masker = SamMasker(sam_model, device=device) if masks == "sam" else None
     _prepare_out(out)
     if scores is not None:
         records = read_scores_file(scores)
@@ -95,7 +97,6 @@ def pick(
             candidates, layout_list, out, score_config, image_model, detector, layout_score, device
         )
     selection = select(records, layout_list, config)
-    masker = SamMasker(sam_model, device=device) if masks == "sam" else None
     with _progress() as progress:
         task = progress.add_task("write", total=len(selection.kept))
         write_dataset(selection, out, candidates, scores_path, masker, on_image=lambda: progress.advance(task))
