@@ -270,6 +270,19 @@ def bucket_position(table: pd.DataFrame, path: str | os.PathLike) -> pd.Series:
     return labels.map(order).astype(float)
 
 
+def bucket_labels(table: pd.DataFrame, path: str | os.PathLike) -> pd.Series:
+    """The name of each row's bucket for tables and the figure: the ``bucket`` column, else
+    ``70-75`` from ``lo``/``hi``, else ``>=70`` from ``threshold`` (the names ``buckets`` uses)."""
+    if "bucket" in table.columns:
+        return table["bucket"].astype(str)
+    if {"lo", "hi"} <= set(table.columns):
+        lo, hi = numeric_column(table, "lo", path), numeric_column(table, "hi", path)
+        return pd.Series([f"{_edge_text(a)}-{_edge_text(b)}" for a, b in zip(lo, hi)], index=table.index)
+    if "threshold" in table.columns:
+        return numeric_column(table, "threshold", path).map(lambda t: f">={_edge_text(t)}")
+    raise InputError(f"{path}: needs a 'bucket', 'lo' and 'hi', or 'threshold' column (columns are: {', '.join(table.columns)})")
+
+
 _NOT_METRICS = {"bucket", "lo", "hi", "threshold", "n_images", "n_layouts", "n_instances", "seed", "position"}
 
 
@@ -297,7 +310,7 @@ def downstream(
         metric = numeric[0]
     require_columns(table, [metric], results_path)
     data = pd.DataFrame({
-        "bucket": table["bucket"].astype(str) if "bucket" in table.columns else table.get("threshold", pd.Series(dtype=str)).astype(str),
+        "bucket": bucket_labels(table, results_path),
         "x": bucket_position(table, results_path),
         "metric": numeric_column(table, metric, results_path),
     })

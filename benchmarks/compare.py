@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import plots
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result, models_from_manifest
+from benchmarks.join import check_scores_unique
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, scorer_provenance, write_result, models_from_manifest
 from benchmarks.scorefile import read_scores, scored
 from benchmarks.stats import BootstrapConfig, Clusters, best_of_n_gain, pooled_mean, pooled_median
 from clis.errors import InputError
@@ -122,11 +123,14 @@ def compare(
             holder["scorer"] = Scorer(ScoreConfig.checked(score_config or {}, source="score settings"))
         return holder["scorer"]
 
-    frames, sources = {}, {}
+    frames, sources, failed = {}, {}, {}
     for name, path in parsed:
         scores_path, images_root = _resolve_scores(name, path, layouts_path, out_dir, scorer_factory)
         sources[name] = (scores_path, images_root)
-        frames[name] = add_pass_columns(scored(read_scores(scores_path)), min_instance, min_layout)
+        scores = read_scores(scores_path)
+        check_scores_unique(scores, scores_path)  # a candidate listed twice would count twice
+        failed[name] = int(scores["error"].notna().sum())
+        frames[name] = add_pass_columns(scored(scores), min_instance, min_layout)
     layout_sets = [set(f["layout_id"]) for f in frames.values()]
     common = set.intersection(*layout_sets) if layout_sets else set()
     if common_only and not common:
@@ -144,7 +148,8 @@ def compare(
             records.append({"generator": name, "metric": key, **est.interval(), "n": est.n})
         scores_path, images_root = sources[name]
         rows.append(ResultRow(
-            name=name, n_images=int(len(frame)), n_layouts=int(frame["layout_id"].nunique()), values=values,
+            name=name, n_images=int(len(frame)), n_layouts=int(frame["layout_id"].nunique()), n_failed=failed[name],
+            values=values,
             scores_file=relative_path(scores_path, result_path),
             layouts_file=relative_path(layouts_path, result_path) if layouts_path else None,
             images_root=relative_path(images_root, result_path) if images_root else None,
@@ -161,15 +166,14 @@ def compare(
         if not shown.empty:
             figures = plots.interval_points(shown.assign(metric=shown["metric"].map(labels)), "value", "generator",
                                             out_dir, "compare", hue="metric", xlabel="score (0..100)")
-    models: dict[str, Any] = {}
-    if holder["scorer"] is not None and getattr(holder["scorer"], "config", None) is not None:
-        cfg = holder["scorer"].config
-        models = {"image_model": cfg.image_model, "detector": cfg.detector if cfg.detector_enabled else "none"}
+    # Only a scorer this study ran describes the whole result; read scores carry their own models per row.
+    models, scorer_record = scorer_provenance(holder["scorer"]) if holder["scorer"] is not None else ({}, None)
     result = BenchResult(
         study="compare",
         inputs=[input_ref("scores", sources[n][0], result_path, name=n) for n in names]
         + ([input_ref("layouts", layouts_path, result_path)] if layouts_path else []),
         models=models,
+        scorer=scorer_record,
         settings={**bootstrap.settings(), "min_instance": min_instance, "min_layout": min_layout,
                   "common_only": common_only, "n_common_layouts": len(common)},
         metrics=[MetricDef(key=k, label=label, description=d, higher_is_better=h) for k, _, _, label, d, h in FIGURES],

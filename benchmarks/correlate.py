@@ -57,43 +57,87 @@ def _pick_target(targets: pd.DataFrame, target: str | None, by: str | None, path
     return candidates[0]
 
 
+def _check_no_clash(targets: pd.DataFrame, reserved: set[str], keep: set[str],
+                    targets_path: str | os.PathLike, scores_path: str | os.PathLike) -> None:
+    """A targets column named like a scores column would silently replace it in the join
+    (a ``global`` column would stand in for the CLIP baseline, ``error`` would void every
+    candidate), so such a clash is an error rather than a guess."""
+    for column in targets.columns:
+        if column in reserved and column not in keep:
+            raise InputError(f"{targets_path}: column {column!r} clashes with the column of that name in the "
+                             f"scores of {scores_path}; rename it (or name it with --target)")
+
+
+def _check_layout_ids_agree(targets: pd.DataFrame, joined: pd.DataFrame,
+                            targets_path: str | os.PathLike, scores_path: str | os.PathLike) -> None:
+    """An image-level table may carry ``layout_id`` too; it must say what the scores say."""
+    given = targets["layout_id"].astype(str).str.strip().to_numpy()
+    differ = (given != joined["layout_id"].to_numpy()).nonzero()[0]
+    if differ.size:
+        i = int(differ[0])
+        raise InputError(f"{targets_path}: row {i + 1}, column 'layout_id': {given[i]!r} but {scores_path} "
+                         f"scores image {joined['image'].iloc[i]!r} against layout {joined['layout_id'].iloc[i]!r}")
+
+
+def _layout_groups(scores: pd.DataFrame, by: str, scores_path: str | os.PathLike) -> pd.Series:
+    """The ``by`` value of each layout; its candidates must agree on it to be grouped as one."""
+    values = scores.groupby("layout_id")[by].unique()
+    mixed = values[values.map(len) > 1]
+    if not mixed.empty:
+        found = ", ".join(repr(v) for v in mixed.iloc[0][:2])
+        raise InputError(f"{scores_path}: layout {mixed.index[0]!r} has candidates with different {by!r} values "
+                         f"({found}); --by {by} needs one value per layout when targets are per layout")
+    return values.map(lambda v: v[0])
+
+
 def join_targets(
     scores: pd.DataFrame, targets: pd.DataFrame, target: str, *,
     scores_path: str | os.PathLike, targets_path: str | os.PathLike, aggregate: str = "mean",
+    by: str | None = None,
 ) -> tuple[pd.DataFrame, str]:
     """Attach ``target`` to each scored image (``image`` column) or layout (``layout_id`` column).
 
     Returns the joined table (a ``target`` column added) and the level, ``"image"`` or
     ``"layout"``. At layout level a layout's score is the ``aggregate`` (mean or max) over
-    its candidates. Every id must match; duplicates are errors.
+    its successfully scored candidates; ``n_candidates`` and ``n_failed`` count them, and a
+    ``by`` column of the score records is carried along. Every id must match; duplicates and
+    targets columns named like score columns are errors.
     """
     if aggregate not in AGGREGATES:
         raise InputError(f"unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}")
     values = numeric_column(targets, target, targets_path)
     check_scores_unique(scores, scores_path)
+    reserved = set(scores.columns) | {"target", "n_candidates", "n_failed"}
     if "image" in targets.columns:
+        _check_no_clash(targets, reserved, {"image", "layout_id", target}, targets_path, scores_path)
         check_unique(targets["image"], "image", targets_path)
         matcher = ImageMatcher(scores["image"], scores_path)
         keys = [matcher.match(v, f"{targets_path}: row {i + 1}, column 'image'") for i, v in enumerate(targets["image"])]
-        extra = targets.drop(columns=[c for c in (target, "image", "layout_id") if c in targets.columns])
         joined = scores.set_index("image").loc[keys].reset_index()
+        if "layout_id" in targets.columns:
+            _check_layout_ids_agree(targets, joined, targets_path, scores_path)
+        extra = targets.drop(columns=[c for c in (target, "image", "layout_id") if c in targets.columns])
+        joined = pd.concat([joined, extra.reset_index(drop=True)], axis=1)
         joined["target"] = values.to_numpy()
-        for column in extra.columns:
-            joined[column] = extra[column].to_numpy()
         return joined, "image"
     if "layout_id" in targets.columns:
+        _check_no_clash(targets, reserved, {"layout_id", target}, targets_path, scores_path)
         check_unique(targets["layout_id"], "layout_id", targets_path)
-        ok = scored(scores)
-        score_cols = present_score_columns(ok)
-        per_layout = ok.groupby("layout_id")[score_cols].agg(aggregate)
-        per_layout["n_candidates"] = ok.groupby("layout_id").size()
         known = set(scores["layout_id"])
         for i, layout_id in enumerate(targets["layout_id"]):
             if layout_id not in known:
                 raise InputError(f"{targets_path}: row {i + 1}, column 'layout_id': layout {layout_id!r} has no candidates in {scores_path}")
-        joined = targets.rename(columns={target: "target_raw"}).join(per_layout, on="layout_id")
+        ok = scored(scores)
+        per_layout = ok.groupby("layout_id")[present_score_columns(ok)].agg(aggregate)
+        per_layout["n_candidates"] = ok.groupby("layout_id").size()
+        per_layout = per_layout.reindex(sorted(known))  # layouts whose every candidate failed stay, unscored
+        per_layout["n_candidates"] = per_layout["n_candidates"].fillna(0).astype(int)
+        per_layout["n_failed"] = scores.groupby("layout_id")["error"].count()
+        if by is not None and by not in targets.columns and by in scores.columns:
+            per_layout[by] = _layout_groups(scores, by, scores_path)
+        joined = targets.drop(columns=[target]).join(per_layout, on="layout_id")
         joined["target"] = values.to_numpy()
-        return joined.drop(columns=["target_raw"]), "layout"
+        return joined, "layout"
     raise InputError(f"{targets_path}: needs an 'image' or a 'layout_id' column to join on (columns are: {', '.join(targets.columns)})")
 
 
@@ -132,13 +176,22 @@ def correlate(
     targets = read_table(targets_path)
     target = _pick_target(targets, target, by, targets_path)
     joined, level = join_targets(scores, targets, target, scores_path=scores_path,
-                                 targets_path=targets_path, aggregate=aggregate)
+                                 targets_path=targets_path, aggregate=aggregate, by=by)
     if by is not None and by not in joined.columns:
         raise InputError(f"--by {by!r}: no such column in {targets_path} or in the records of {scores_path}")
-    n_failed = int(joined["error"].notna().sum()) if "error" in joined else 0
+    # Failed candidates are left out, never silently: they and the target layouts left
+    # with no scored candidate at all go into the settings.
     if level == "image":
+        n_failed = int(joined["error"].notna().sum())
+        unscored = None
         joined = scored(joined)
+    else:
+        n_failed = int(joined["n_failed"].sum())
+        unscored = joined.loc[joined["n_candidates"] == 0, "layout_id"].tolist()
     score_columns = present_score_columns(joined)
+    if not score_columns:
+        raise InputError(f"{scores_path}: none of the {level}s named in {targets_path} has a scored candidate "
+                         f"({n_failed} failed); nothing to correlate")
     table = correlation_table(joined, score_columns, by, bootstrap)
 
     rows = []
@@ -166,7 +219,7 @@ def correlate(
         inputs=[input_ref("scores", scores_path, result_path), input_ref("targets", targets_path, result_path)],
         models=models_from_manifest(scores_path),
         settings={**bootstrap.settings(), "target": target, "level": level, "aggregate": aggregate if level == "layout" else None,
-                  "by": by, "n_failed_candidates": n_failed},
+                  "by": by, "n_failed_candidates": n_failed, "unscored_layouts": unscored},
         metrics=METRICS,
         rows=rows,
         tables={"correlations": table.to_dict(orient="records")},

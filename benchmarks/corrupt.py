@@ -8,7 +8,12 @@ scored with the same :class:`clis.scorer.Scorer`. Per score column and kind it r
   strictly higher (a score that does not move counts as a miss; ties are counted), with a
   Wilson interval;
 * Kendall tau-b between severity (0 for clean, 1..3) and score, per image, averaged over
-  images with a bootstrap interval (a sensitive score gives a tau near -1).
+  images with a bootstrap interval (a sensitive score gives a tau near -1). Over all kinds,
+  accuracy pools every pair and tau every (image, kind) ladder; the tau interval there
+  resamples whole images, since the ladders of one image are not independent.
+
+Results record the scorer's manifest (models with fingerprints, weights, settings, the
+layout scorer's manifest) and a content hash of the image folder.
 
 Any model spec works: tiny random models in tests, real ones on a GPU.
 """
@@ -27,9 +32,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import plots
 from benchmarks.corruptions import CORRUPTIONS, LEVELS, NotApplicable, apply, target_object
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, scorer_provenance, write_result
 from benchmarks.scorefile import SCORE_COLUMNS, SCORE_LABELS, present_score_columns, record_to_row, records_frame
-from benchmarks.stats import BootstrapConfig, mean, rate, severity_tau
+from benchmarks.stats import BootstrapConfig, Clusters, mean, pooled_mean, rate, severity_tau
 from clis.errors import InputError
 from clis.layout import Layout
 
@@ -110,11 +115,12 @@ def score_variants(
 
 
 def sensitivity_tables(frame: pd.DataFrame, columns: Sequence[str], kinds: Sequence[str],
-                       config: BootstrapConfig, tie_tolerance: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (score, kind) and per (score, kind, level): accuracy and tau (see the module docstring)."""
+                       config: BootstrapConfig, tie_tolerance: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per (score, kind) and per (score, kind, level): accuracy and tau (see the module
+    docstring); and the tau of every (score, kind, image) ladder, for the tau over all kinds."""
     ok = frame[frame["error"].isna()] if "error" in frame else frame
     clean = ok[ok["kind"] == "clean"].set_index("source")
-    per_kind, per_level = [], []
+    per_kind, per_level, ladders = [], [], []
     for column in columns:
         for kind in kinds:
             part = ok[ok["kind"] == kind]
@@ -135,13 +141,14 @@ def sensitivity_tables(frame: pd.DataFrame, columns: Sequence[str], kinds: Seque
             for source, group in part[usable].groupby("source"):
                 ladder = pd.concat([pd.Series({0: clean.at[source, column]}), group.set_index("level")[column]])
                 taus.append(severity_tau(ladder.index.to_numpy(), ladder.to_numpy()))
+                ladders.append({"score": column, "kind": kind, "source": source, "tau": taus[-1]})
             acc = rate(int(wins.sum()), int(usable.sum()), config.confidence)
             tau = mean(taus, config)
             per_kind.append({"score": column, "kind": kind, "side": CORRUPTIONS[kind].side,
                              "accuracy": acc.value, "accuracy_ci_low": acc.ci_low, "accuracy_ci_high": acc.ci_high,
                              "n_pairs": acc.n, "n_ties": int(ties.sum()), "tau": tau.value,
                              "tau_ci_low": tau.ci_low, "tau_ci_high": tau.ci_high, "n_images": len(taus)})
-    return pd.DataFrame(per_kind), pd.DataFrame(per_level)
+    return pd.DataFrame(per_kind), pd.DataFrame(per_level), pd.DataFrame(ladders, columns=["score", "kind", "source", "tau"])
 
 
 def _metrics(kinds: Sequence[str]) -> list[MetricDef]:
@@ -149,7 +156,7 @@ def _metrics(kinds: Sequence[str]) -> list[MetricDef]:
         MetricDef(key="accuracy", label="accuracy (all kinds)",
                   description="share of (clean, corrupted) pairs where the clean image scores higher"),
         MetricDef(key="tau", label="τ (all kinds)", higher_is_better=False,
-                  description="mean Kendall τ-b between severity and score (-1: falls with every step)"),
+                  description="mean Kendall τ-b between severity and score over every (image, kind) ladder (-1: falls with every step)"),
     ]
     for kind in kinds:
         metrics.append(MetricDef(key=f"{kind}_accuracy", label=f"{kind} acc.",
@@ -186,23 +193,19 @@ def corrupt(
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
     pairs = load_clean_pairs(images_dir, layouts_path, max_images)
-    models: dict[str, Any] = {}
     if scorer is None:
         from clis.scorer import ScoreConfig, Scorer
 
         scorer = Scorer(ScoreConfig.checked(score_config or {}, source="score settings"))
-    config = getattr(scorer, "config", None)
-    if config is not None:
-        models = {"image_model": config.image_model, "detector": config.detector if config.detector_enabled else "none",
-                  "layout_score": bool(getattr(scorer, "layout_scorer", None))}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = score_variants(scorer, pairs, kinds, bootstrap.seed,
                            save_dir=out_dir / "variants" if save_images else None, console=console)
+    models, scorer_record = scorer_provenance(scorer)  # after scoring: it lists the texts CLIP truncated
     keep = ["source", "layout_id", "target", "kind", "level", "error", *SCORE_COLUMNS]
     frame[[c for c in keep if c in frame]].to_csv(out_dir / "variants.csv", index=False)
     columns = present_score_columns(frame[frame["error"].isna()])
-    per_kind, per_level = sensitivity_tables(frame, columns, kinds, bootstrap, tie_tolerance)
+    per_kind, per_level, ladders = sensitivity_tables(frame, columns, kinds, bootstrap, tie_tolerance)
 
     rows = []
     for column in columns:
@@ -210,7 +213,11 @@ def corrupt(
         ok = frame[frame["error"].isna()]
         wins = int(round((part["accuracy"].fillna(0) * part["n_pairs"]).sum()))
         overall = rate(wins, int(part["n_pairs"].sum()), bootstrap.confidence)
-        values = {"accuracy": overall.interval(), "tau": {"value": float(part["tau"].mean()), "ci_low": None, "ci_high": None}}
+        # tau over all kinds pools every ladder, as accuracy pools every pair; the ladders of one
+        # image share its content, so the interval resamples images.
+        own = ladders[ladders["score"] == column]
+        tau = Clusters(own["tau"], own["source"]).estimate(pooled_mean, bootstrap)
+        values = {"accuracy": overall.interval(), "tau": tau.interval()}
         for _, r in part.iterrows():
             values[f"{r['kind']}_accuracy"] = {"value": r["accuracy"], "ci_low": r["accuracy_ci_low"], "ci_high": r["accuracy_ci_high"]}
             values[f"{r['kind']}_tau"] = {"value": r["tau"], "ci_low": r["tau_ci_low"], "ci_high": r["tau_ci_high"]}
@@ -241,6 +248,7 @@ def corrupt(
         study="corrupt",
         inputs=[input_ref("images", images_dir, result_path), input_ref("layouts", layouts_path, result_path)],
         models=models,
+        scorer=scorer_record,
         settings={**bootstrap.settings(), "kinds": kinds, "levels": list(LEVELS), "tie_tolerance": tie_tolerance,
                   "severities": {k: {"values": list(CORRUPTIONS[k].severities), "unit": CORRUPTIONS[k].unit} for k in kinds},
                   "n_images": len(pairs), "n_variants_scored": int(len(frame) - n_failed), "n_failed": n_failed},

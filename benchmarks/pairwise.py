@@ -12,8 +12,10 @@ Ties:
     disagreement (a score that cannot tell two images apart did not help), ``half`` counts
     it as half an agreement (what a coin flip would earn on average).
 
-Intervals are Wilson score intervals for ``drop`` and ``loss`` and bootstrap intervals of
-the mean credit for ``half`` (credits of 0, 0.5 and 1 are not binomial).
+Intervals are Wilson score intervals. Under ``half`` the credits (0, 0.5, 1) are not
+binomial, so the interval runs from the Wilson lower bound with every score tie lost to the
+Wilson upper bound with every score tie won: it covers each way of resolving the ties, and
+unlike a bootstrap it does not collapse to a point when every pair agrees.
 
 Example:
     >>> import pandas as pd
@@ -37,7 +39,7 @@ from benchmarks import plots
 from benchmarks.join import ImageMatcher, check_scores_unique, read_table, require_columns
 from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result, models_from_manifest
 from benchmarks.scorefile import SCORE_LABELS, present_score_columns, read_scores
-from benchmarks.stats import BootstrapConfig, Estimate, mean, rate
+from benchmarks.stats import BootstrapConfig, Estimate, rate
 from clis.errors import InputError
 
 TIE_POLICIES = ("drop", "loss", "half")
@@ -96,8 +98,12 @@ def agreement(credits: pd.Series, score_ties: str, config: BootstrapConfig) -> E
     """The agreement rate with its interval (see the module docstring)."""
     used = credits.dropna()
     if score_ties == "half":
-        est = mean(used, config)
-        return est
+        if used.empty:
+            return Estimate(None, None, None, 0)
+        wins, ties = int((used == 1.0).sum()), int((used == 0.5).sum())
+        # No binomial p-value: half credits are not Bernoulli trials.
+        low, high = rate(wins, used.size, config.confidence), rate(wins + ties, used.size, config.confidence)
+        return Estimate(float(used.mean()), low.ci_low, high.ci_high, int(used.size))
     return rate(int(used.sum()), int(used.size), config.confidence)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clis import __version__
+from clis.discovery import is_image_file
 from clis.errors import InputError
 
 SCHEMA = "clis.bench/1"
@@ -97,6 +98,8 @@ class BenchResult(BaseModel):
     rows: list[ResultRow] = Field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
     figures: list[str] = Field(default_factory=list)
+    # How a study that scored images itself (corrupt, compare of folders) set up its scorer.
+    scorer: dict[str, Any] | None = None
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -108,14 +111,34 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def input_ref(role: str, path: str | os.PathLike, result_path: str | os.PathLike, name: str | None = None) -> InputRef:
-    """An :class:`InputRef` whose path is relative to the result file (hash of the file's bytes).
+def sha256_folder(path: str | os.PathLike) -> tuple[str, int]:
+    """Content hash of the image files under a folder (any depth), and their number.
 
-    Directories get no hash: their content is described by the files scored from them.
+    The SHA-256 of the text holding one ``<sha256 of the file>  <path relative to the
+    folder>\n`` line per image file, sorted by path: what ``sha256sum`` prints, so the hash
+    can be checked without clis. Only images count (a notes file added beside them does not
+    change what a study saw). Every byte is read, which is quick for the small folders the
+    studies take; a huge folder takes as long as reading it once.
     """
+    root = Path(path)
+    files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*") if is_image_file(p))
+    digest = hashlib.sha256()
+    for relative, file in files:
+        digest.update(f"{sha256_file(file)}  {relative}\n".encode("utf-8"))
+    return digest.hexdigest(), len(files)
+
+
+def input_ref(role: str, path: str | os.PathLike, result_path: str | os.PathLike, name: str | None = None) -> InputRef:
+    """An :class:`InputRef` whose path is relative to the result file, with its content hash:
+    of the file's bytes, or for a folder :func:`sha256_folder` (``n_files`` says how many
+    images it covers)."""
     path = Path(path)
-    sha = sha256_file(path) if path.is_file() else None
-    return InputRef(role=role, name=name, path=relative_path(path, result_path), sha256=sha)
+    ref = InputRef(role=role, name=name, path=relative_path(path, result_path))
+    if path.is_file():
+        ref.sha256 = sha256_file(path)
+    elif path.is_dir():
+        ref.sha256, ref.n_files = sha256_folder(path)
+    return ref
 
 
 def relative_path(path: str | os.PathLike, result_path: str | os.PathLike) -> str:
@@ -187,6 +210,13 @@ def models_from_manifest(scores_path: str | os.PathLike) -> dict[str, Any]:
         models = json.loads(path.read_text(encoding="utf-8")).get("models") or {}
     except (OSError, ValueError, AttributeError):
         return {}
+    return model_specs(models)
+
+
+def model_specs(models: dict[str, Any]) -> dict[str, Any]:
+    """The ``models`` of a result from the ``models`` of a scorer manifest: each model's spec
+    (fingerprints stay in the manifest), ``"none"`` for one not used; an entry without a
+    spec (the layout scorer's manifest) is kept whole."""
     out: dict[str, Any] = {}
     for key, value in models.items():
         if isinstance(value, dict):
@@ -194,3 +224,27 @@ def models_from_manifest(scores_path: str | os.PathLike) -> dict[str, Any]:
         else:
             out[key] = "none" if value is None else value
     return out
+
+
+# Manifest keys that describe one scoring run rather than the scorer: a study's scorer may
+# score several folders, each of which keeps its own manifest.
+_RUN_KEYS = ("created", "updated", "run")
+
+
+def scorer_provenance(scorer: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(models, scorer)`` entries of a result for a scorer a study ran itself.
+
+    ``scorer`` is the scorer's manifest (:meth:`clis.scorer.Scorer.manifest`: model specs
+    with fingerprints, the layout scorer's manifest, weights, settings, environment) less
+    its per-run keys, so the result says exactly how its scores were made; ``models`` are
+    the specs, as :func:`models_from_manifest` gives them for studies that read scores. A
+    scorer without a manifest records its ``config`` if it has one, else nothing.
+    """
+    manifest = getattr(scorer, "manifest", None)
+    if callable(manifest):
+        data = {k: v for k, v in manifest().items() if k not in _RUN_KEYS}
+        return model_specs(data.get("models") or {}), data
+    config = getattr(scorer, "config", None)
+    if hasattr(config, "model_dump"):
+        return {}, {"settings": config.model_dump(mode="json", by_alias=True)}
+    return {}, None

@@ -21,6 +21,12 @@ FAST = BootstrapConfig(n_resamples=200, seed=0)
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def schema_example() -> dict:
+    """The example result file of docs/results-schema.md (a compare of scored folders)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
+    return json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+
+
 def rec(layout_id, k, clis, inst, clis_l=None, det=None):
     instances = [{"object_id": f"o{i}", "label": "x", "phrase": "x", "bbox": [0, 0, 0.5, 0.5], "region": 25.0,
                   "grounding": 50.0, "detection": det, "score": s} for i, s in enumerate(inst)]
@@ -75,6 +81,13 @@ def test_compare_figures_by_hand_on_shared_layouts(two_generators, tmp_path):
     assert (tmp_path / "out" / "compare.png").exists() and (tmp_path / "out" / "compare.svg").exists()
     table = pd.read_csv(tmp_path / "out" / "compare.csv")
     assert set(table["generator"]) == {"A", "B"}
+    # the documented example has exactly the fields a real compare result has
+    doc, real = schema_example(), json.loads((tmp_path / "out" / "result.json").read_text())
+    assert set(doc) == set(real)
+    for part in ("inputs", "metrics", "rows"):
+        assert set(doc[part][0]) == set(real[part][0]), part
+    assert set(doc["tables"]) == set(real["tables"])
+    assert set(doc["tables"]["figures"][0]) == set(real["tables"]["figures"][0])
 
 
 def test_compare_all_layouts_keeps_unshared_ones(two_generators, tmp_path):
@@ -125,4 +138,24 @@ def test_compare_scores_folders_without_score_files(tiny_models, tmp_path):
     # two identical candidates per layout: picking the best gains nothing
     assert g1.values["best_of_n_gain"].value == pytest.approx(0.0, abs=1e-6)
     assert result.models["image_model"] == tiny_models["hf_clip"]
+    assert result.scorer["settings"]["detector"] == "none"
+    # the scorer's manifest may grow with clis score's; what the example shows must be there
+    assert set(schema_example()["scorer"]) <= set(result.scorer)
     assert g1.model_extra["models"]["image_model"] == tiny_models["hf_clip"]  # from the scores manifest
+
+
+def test_compare_refuses_duplicated_candidates_and_counts_failed_ones(two_generators, tmp_path):
+    a, b = two_generators
+    lines = a.read_text().splitlines()
+    doubled = write(tmp_path / "doubled.jsonl", [json.loads(line) for line in lines + lines[:1]])
+    with pytest.raises(InputError, match=r"doubled\.jsonl: image 'x/0\.png' is scored twice"):
+        compare([f"A={doubled}", f"B={b}"], tmp_path / "o", bootstrap=FAST, plot=False)
+    failing = [json.loads(line) for line in lines]
+    failing.append({**rec("x", 2, None, []), "error": "cannot open image"})
+    failing.append({**rec("w", 0, None, []), "error": "cannot open image"})  # a layout with no scored candidate
+    failing = write(tmp_path / "failing.jsonl", failing)
+    result = compare([f"A={failing}", f"B={b}"], tmp_path / "o", bootstrap=FAST, plot=False)
+    rows = {r.name: r for r in result.rows}
+    assert rows["A"].model_extra["n_failed"] == 2 and rows["B"].model_extra["n_failed"] == 0
+    assert rows["A"].n_images == 4  # the failed x/2 is left out of the figures
+    assert rows["A"].values["clis_mean"].value == pytest.approx((70 + 50 + 90 + 60) / 4)

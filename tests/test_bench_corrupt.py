@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +204,15 @@ def test_sensitivity_figures_for_a_metric_with_known_behaviour(photo_folder, tmp
     assert per_level.at[("clis", "swap_labels", 3), "n"] == 0
     row = next(r for r in result.rows if r.name == "global")
     assert row.values["accuracy"].value == 0.0  # a constant score never prefers the clean image
+    # tau over all kinds pools the 16 (image, kind) ladders of clis_l: shift and scale fall at
+    # every step (-1, both images), swap_boxes as above, the other 5 kinds leave it constant (0).
+    tau = next(r for r in result.rows if r.name == "clis_l").values["tau"]
+    assert tau.value == pytest.approx((-4 - 1 + tied_ladder) / 16)
+    assert tau.ci_low is not None and tau.ci_low <= tau.value <= tau.ci_high
+    schema = (ROOT / "docs" / "results-schema.md").read_text()
+    for name, table in (("per_kind", result.tables["per_kind"]), ("per_level", result.tables["per_level"])):
+        documented = re.findall(r"`(\w+)`", re.search(rf"^\| `corrupt` \| `{name}` \| (.*) \|$", schema, re.M).group(1))
+        assert documented == list(table[0]), name
     variants = pd.read_csv(tmp_path / "out" / "variants.csv")
     assert len(variants) == 2 * (1 + 3 * 8) - 3  # p1 lacks swap_labels 2 and 3, p0 lacks level 3
     assert set(CORRUPTIONS) <= set(variants["kind"])
@@ -239,6 +249,24 @@ def test_corrupt_end_to_end_on_example_photos_with_tiny_models(tiny_models, tmp_
     for name in ("corrupt.png", "corrupt.svg", "corrupt_accuracy.png", "corrupt_accuracy.svg"):
         assert (out / name).stat().st_size > 1000
     assert len(list((out / "variants").rglob("*.png"))) == result.settings["n_variants_scored"]
+
+
+@pytest.mark.skipif(not (EXAMPLES / "layouts.json").exists(), reason="examples not present")
+def test_corrupt_records_the_scorer_and_the_image_folder(tiny_models, tmp_path):
+    pytest.importorskip("clis.layout_score")
+    settings = {"image_model": tiny_models["hf_clip"], "detector": "none", "combine": {"image": 0.75, "layout": 0.25},
+                "layout": {"llm": tiny_models["causal_lm"], "text_embedder": "none"}}
+    result = corrupt(EXAMPLES / "images", EXAMPLES / "layouts.json", tmp_path / "out", score_config=settings,
+                     kinds=["shift"], max_images=1, bootstrap=FAST, plot=False)
+    assert result.models["image_model"] == tiny_models["hf_clip"] and result.models["detector"] == "none"
+    scorer = read_result(tmp_path / "out" / "result.json").scorer
+    assert scorer["settings"]["image_model"] == tiny_models["hf_clip"]
+    assert scorer["weights"]["clis"] == {"image": 0.75, "layout": 0.25}
+    assert scorer["weights"]["layout_score_used"] is True
+    assert scorer["models"]["layout"]["llm"]["spec"] == tiny_models["causal_lm"]
+    images = result.inputs[0]
+    assert images.role == "images" and len(images.sha256) == 64
+    assert images.model_extra["n_files"] == len([p for p in (EXAMPLES / "images").iterdir() if p.suffix == ".jpg"])
 
 
 def test_corrupt_unknown_kind_is_a_one_line_error(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchmarks.results import BenchResult, MetricDef, ResultRow, read_result, write_result
+from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, read_result, write_result
 from benchmarks.stats import (
     BootstrapConfig,
     Clusters,
@@ -178,3 +179,20 @@ def test_reader_refuses_unknown_schema_and_bad_json(tmp_path):
     path.write_text(json.dumps({"schema": "clis.bench/1", "study": "x", "rows": [{"values": {}}]}))
     with pytest.raises(InputError, match=r"field 'rows\.0\.name'"):
         read_result(path)
+
+
+def test_folder_input_is_hashed_over_its_image_files(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    files = {"b.png": b"second image", "sub/a.JPG": b"first image", "a.webp": b"third"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    # what `find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum` gives for these files
+    listing = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
+    expected = hashlib.sha256(listing.encode()).hexdigest()
+    ref = input_ref("images", folder, tmp_path / "out" / "result.json")
+    assert (ref.path, ref.sha256, ref.model_extra["n_files"]) == ("../images", expected, 3)
+    (folder / "notes.txt").write_text("not an image")
+    assert input_ref("images", folder, tmp_path / "r.json").sha256 == expected
+    (folder / "b.png").write_bytes(b"second imagE")
+    assert input_ref("images", folder, tmp_path / "r.json").sha256 != expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -166,6 +167,75 @@ def test_scores_listing_an_image_twice_is_an_error(tmp_path):
         correlate(scores, targets, tmp_path / "o", bootstrap=FAST, plot=False)
 
 
+def test_correlate_image_level_keeps_extra_columns_and_checks_layout_ids(rated, tmp_path):
+    scores, _ = rated
+    lines = ["image,layout_id,rating,rater"] + [f"l{i // 2}/{i % 2}.png,l{i // 2},{r},r{i % 3}" for i, r in enumerate(RATING)]
+    targets = write_csv(tmp_path / "t.csv", "\n".join(lines))
+    result = correlate(scores, targets, tmp_path / "o", bootstrap=FAST, plot=False, by="rater")
+    assert set(pd.DataFrame(result.tables["correlations"])["group"]) == {"all", "r0", "r1", "r2"}
+    lines[3] = lines[3].replace(",l1,", ",l0,")  # l1/0.png said to belong to l0
+    targets.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"t\.csv: row 3, column 'layout_id': 'l0' but .*scores\.jsonl scores image .*l1/0\.png"):
+        correlate(scores, targets, tmp_path / "o", bootstrap=FAST, plot=False)
+
+
+@pytest.mark.parametrize("csv,column", [
+    # image level: the column would replace the CLIP baseline, or void every candidate
+    ("image,rating,global\nl0/0.png,1,5\nl0/1.png,2,4\nl1/0.png,3,3", "global"),
+    ("image,rating,error\nl0/0.png,1,x\nl0/1.png,2,y\nl1/0.png,3,z", "error"),
+    ("image,rating,target\nl0/0.png,1,5\nl0/1.png,2,4\nl1/0.png,3,3", "target"),
+    # layout level: pandas would refuse the join with "columns overlap"
+    ("layout_id,ap,clis\nl0,1,5\nl1,2,4\nl2,3,3", "clis"),
+    ("layout_id,ap,n_candidates\nl0,1,5\nl1,2,4\nl2,3,3", "n_candidates"),
+])
+def test_correlate_targets_column_named_like_a_score_is_an_error(rated, tmp_path, csv, column):
+    scores, _ = rated
+    targets = write_csv(tmp_path / "t.csv", csv)
+    target = "ap" if csv.startswith("layout_id") else "rating"
+    with pytest.raises(InputError, match=rf"t\.csv: column '{column}' clashes with the column of that name in the scores of .*scores\.jsonl"):
+        correlate(scores, targets, tmp_path / "o", target=target, bootstrap=FAST, plot=False)
+
+
+def test_correlate_layout_level_counts_failed_candidates_and_unscored_layouts(tmp_path):
+    clis = {"l0": [50.0, None], "l1": [None, None], "l2": [70.0, 60.0], "l3": [80.0, 90.0], "l4": [40.0, 44.0]}
+    records = [record(l, f"{l}/{k}.png", c, error=None if c is not None else "cannot open image")
+               for l, values in clis.items() for k, c in enumerate(values)]
+    scores = write_jsonl(tmp_path / "s.jsonl", records)
+    targets = write_csv(tmp_path / "t.csv", "layout_id,ap\nl0,2\nl1,9\nl2,5\nl3,6\nl4,1")
+    result = correlate(scores, targets, tmp_path / "o", bootstrap=FAST, plot=False)
+    assert result.settings["n_failed_candidates"] == 3
+    assert result.settings["unscored_layouts"] == ["l1"]
+    row = result.rows[0]
+    assert row.n_layouts == 4
+    assert row.values["pearson"].value == pytest.approx(stats.pearsonr([50, 65, 85, 42], [2, 5, 6, 1]).statistic)
+
+
+@pytest.mark.parametrize("csv", ["layout_id,ap\nl0,1\nl1,2", "image,rating\nl0/0.png,1\nl1/0.png,2"])
+def test_correlate_with_every_candidate_failed_is_a_one_line_error(tmp_path, csv):
+    scores = write_jsonl(tmp_path / "s.jsonl", [record(l, f"{l}/0.png", None, error="boom") for l in ("l0", "l1")])
+    targets = write_csv(tmp_path / "t.csv", csv)
+    with pytest.raises(InputError, match=r"s\.jsonl: none of the (layouts|images) named in .*t\.csv has a scored candidate \(2 failed\)"):
+        correlate(scores, targets, tmp_path / "o", bootstrap=FAST, plot=False)
+
+
+def test_correlate_by_a_score_record_key_at_layout_level(tmp_path):
+    layouts = {f"l{k}": (f"g{k % 2}", [10.0 + 7 * k, 20.0 + 3 * k * k]) for k in range(8)}
+    ap = [3.0, 1.0, 4.0, 1.5, 5.0, 9.0, 2.0, 6.0]
+    records = [{**record(l, f"{l}/{i}.png", c), "generator": g} for l, (g, cs) in layouts.items() for i, c in enumerate(cs)]
+    scores = write_jsonl(tmp_path / "s.jsonl", records)
+    targets = write_csv(tmp_path / "t.csv", "layout_id,ap\n" + "\n".join(f"l{k},{a}" for k, a in enumerate(ap)))
+    result = correlate(scores, targets, tmp_path / "o", by="generator", bootstrap=FAST)
+    table = pd.DataFrame(result.tables["correlations"]).set_index(["group", "score", "method"])
+    means = [np.mean(cs) for _, cs in layouts.values()]
+    for g in (0, 1):
+        want = stats.spearmanr(means[g::2], ap[g::2]).statistic
+        assert table.at[(f"g{g}", "clis", "spearman"), "value"] == pytest.approx(want)
+    records[1]["generator"] = "g1"  # l0's candidates now disagree on their generator
+    write_jsonl(scores, records)
+    with pytest.raises(InputError, match=r"s\.jsonl: layout 'l0' has candidates with different 'generator' values"):
+        correlate(scores, targets, tmp_path / "o", by="generator", bootstrap=FAST, plot=False)
+
+
 # --- pairwise ---------------------------------------------------------------------------------
 
 
@@ -209,8 +279,23 @@ def test_pairwise_agreement_by_hand_for_each_tie_policy(prefs, tmp_path):
             if policy != "half":
                 ci = stats.binomtest(int(credit), n).proportion_ci(method="wilson")
                 assert (value.ci_low, value.ci_high) == pytest.approx((ci.low, ci.high))
+            else:  # from the tie lost to the tie won: pair 5 is the only score tie of either score
+                lost = stats.binomtest(int(credit - 0.5), n).proportion_ci(method="wilson")
+                won = stats.binomtest(int(credit + 0.5), n).proportion_ci(method="wilson")
+                assert (value.ci_low, value.ci_high) == pytest.approx((lost.low, won.high))
         assert rows["clis"].model_extra["n_score_ties"] == 1
         assert result.settings["n_human_ties"] == 1
+
+
+def test_pairwise_half_interval_does_not_collapse_when_every_pair_agrees(prefs, tmp_path):
+    scores, _ = prefs
+    choices = write_csv(tmp_path / "all.csv", "image_a,image_b,chosen\n" + "\n".join(
+        ["a.png,b.png,a", "d.png,e.png,a", "a.png,d.png,b", "b.png,e.png,a", "e.png,a.png,b"]))
+    result = pairwise(scores, choices, tmp_path / "o", score_ties="half", bootstrap=FAST, plot=False)
+    clis = next(r for r in result.rows if r.name == "clis").values["agreement"]
+    ci = stats.binomtest(5, 5).proportion_ci(method="wilson")
+    assert (clis.value, clis.ci_low, clis.ci_high) == (1.0, pytest.approx(ci.low), pytest.approx(1.0))
+    assert clis.ci_low < 0.6
 
 
 def test_pairwise_by_group_and_figures(prefs, tmp_path):
@@ -337,6 +422,21 @@ clis_i,80,85,1,12.3
     assert rows["clis_i"].values["gain"].value == pytest.approx(12.2 - 10.7)
     per = pd.DataFrame(result.tables["per_bucket"])
     assert per[(per.series == "clis_i") & (per.x == 82.5)]["n"].iloc[0] == 2
+
+
+@pytest.mark.parametrize("csv,labels", [
+    ("lo,hi,AP_r\n70,75,10.7\n75,80,11.5\n80,85,12.1", ["70-75", "75-80", "80-85"]),
+    ("threshold,AP_r\n70,10.7\n75.5,11.5\n80,12.1", [">=70", ">=75.5", ">=80"]),
+])
+def test_downstream_without_a_bucket_column_names_buckets_from_the_edges(tmp_path, csv, labels):
+    results = write_csv(tmp_path / "ap.csv", csv)
+    result = downstream(results, tmp_path / "d", bootstrap=FAST)
+    assert [b["bucket"] for b in result.tables["per_bucket"]] == labels
+    assert [b["metric"] for b in result.tables["per_bucket"]] == [10.7, 11.5, 12.1]
+    # matplotlib writes every text it draws into the SVG as a comment: the bars are labelled
+    svg = (tmp_path / "d" / "downstream.svg").read_text()
+    for label in labels + ["10.7", "12.1"]:
+        assert f"<!-- {html.escape(label)} -->" in svg
 
 
 def test_downstream_needs_a_metric_column(tmp_path):
