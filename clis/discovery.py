@@ -11,8 +11,11 @@ A layout with id ``<id>`` claims, in this order:
 that found them, then naturally by name (``2.png`` before ``10.png``). An exact id match wins
 over the ``_<k>`` rule, so layouts ``a`` and ``a_1`` never fight over ``a_1.png``.
 
-Nothing is silently dropped: layouts without any candidate are listed in ``missing``, and
-image files that no layout claims are listed in ``orphans``.
+Nothing is silently dropped: layouts without any candidate are listed in ``missing``; image
+files that no layout claims are listed in ``orphans``, including images nested deeper than
+``<images>/<id>/`` (rule 3 takes only the folder's own files); a file that a layout lists but
+that does not exist stays a candidate (scoring records it as "file not found", and a resumed
+run picks it up once it is there) and is also listed in ``not_found``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Discovery:
     candidates: dict[str, list[Path]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     orphans: list[Path] = field(default_factory=list)
+    not_found: list[tuple[str, Path]] = field(default_factory=list)  # (layout id, listed file)
 
     def pairs(self) -> list[tuple[str, Path]]:
         """``(layout_id, image)`` for every candidate, in layout order."""
@@ -69,8 +73,9 @@ def discover_candidates(images_dir: str | Path, layouts: Iterable[Layout]) -> Di
     unclaimed: set[Path] = set()
     for path in sorted(root.iterdir(), key=natural_key):
         if path.is_dir():
-            if path.name not in ids:
-                unclaimed.update(p for p in path.rglob("*") if is_image_file(p))
+            # A layout's folder gives only its own files; deeper ones belong to no rule.
+            owned = path.name in ids
+            unclaimed.update(p for p in path.rglob("*") if is_image_file(p) and not (owned and p.parent == path))
             continue
         if not is_image_file(path):
             continue
@@ -90,7 +95,9 @@ def discover_candidates(images_dir: str | Path, layouts: Iterable[Layout]) -> Di
         for name in layout.images or []:
             listed = Path(name)
             path = listed if listed.is_absolute() else root / listed
-            found.append(path)  # a listed file that is missing becomes a per-candidate error later
+            found.append(path)
+            if not path.is_file():
+                discovery.not_found.append((layout.id, path))
         found += top_level.get(layout.id, [])
         folder = root / layout.id
         if folder.is_dir():

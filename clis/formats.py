@@ -22,19 +22,31 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from clis.errors import LayoutFileError
-from clis.layout import Layout, cross_reference_problems, label_from_object_name
+from clis.layout import Layout, LayoutObject, cross_reference_problems, label_from_object_name
 
 FORMATS = ("canonical", "acp", "coco")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Unconvertible:
+    """Stands in for a record that could not be converted from another format: its problem
+    lines are reported in file order, and the records after it keep their indices."""
+
+    problems: list[str]
 
 
 @dataclass
@@ -45,6 +57,8 @@ class ValidationReport:
     format: str | None
     layouts: list[Layout] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Things read past on purpose, such as COCO images without annotations: one line each.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -61,6 +75,7 @@ class ValidationReport:
             "labels": len(labels),
             "top_labels": labels.most_common(5),
             "problems": len(self.problems),
+            "warnings": len(self.warnings),
         }
 
 
@@ -91,6 +106,9 @@ def _raw_cross_reference(record: dict[str, Any]) -> list[tuple[str, str]]:
 def _validate_records(path: str, records: list[Any], report: ValidationReport) -> None:
     ids: dict[Any, int] = {}
     for index, record in enumerate(records):
+        if isinstance(record, _Unconvertible):
+            report.problems.extend(record.problems)
+            continue
         where = f"{path}: {_record_name(index, record)}"
         if not isinstance(record, dict):
             report.problems.append(f"{where}: expected an object, got {type(record).__name__}")
@@ -162,6 +180,11 @@ def detect_format(data: Any) -> str | None:
 # --- ACP scene graphs -------------------------------------------------------------------
 
 
+def _is_id(value: Any) -> bool:
+    """COCO and ACP ids are integers or strings; anything else cannot be looked up by value."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _acp_attributes(raw: Any, name: str) -> list[str]:
     if isinstance(raw, dict):
         value = raw.get(name, [])
@@ -174,30 +197,60 @@ def _acp_attributes(raw: Any, name: str) -> list[str]:
     return value
 
 
+def _acp_problems(item: dict[str, Any]) -> list[tuple[str, str]]:
+    """Shape problems of an ACP item as ``(field, message)``, named in the ACP item's own terms.
+
+    These are checked before conversion because a canonical field path (``objects[0].id``)
+    would name a field the ACP file does not have.
+    """
+    found = []
+    if "id" in item and not _is_id(item["id"]):
+        found.append(("id", f"expected a string or an integer, got {type(item['id']).__name__}"))
+    entries = item.get("layout")
+    if "layout" not in item:
+        return [*found, ("layout", "required field is missing")]
+    if not isinstance(entries, list):
+        return [*found, ("layout", f"expected a list of {{object, bbox}} items, got {type(entries).__name__}")]
+    for j, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            found.append((f"layout[{j}]", f"expected an object {{object, bbox}}, got {type(entry).__name__}"))
+        elif "object" not in entry:
+            found.append((f"layout[{j}].object", "required field is missing"))
+        elif not isinstance(entry["object"], str):
+            found.append((f"layout[{j}].object", f"expected a name such as 'cat-1', got {type(entry['object']).__name__}"))
+    if not isinstance(item.get("attributes") or {}, (dict, list)):
+        found.append(("attributes", f"expected {{object: [attributes]}}, got {type(item['attributes']).__name__}"))
+    return found
+
+
 def acp_item_to_record(item: dict[str, Any], index: int) -> dict[str, Any]:
     """Turn one ACP scene-graph item into a canonical layout record (not yet validated).
 
     Keys the canonical format does not know (groups, depth, ...) are kept on the layout.
+    Values of the wrong type are passed on for validation to name.
     """
     known = {"id", "caption", "layout", "attributes", "relations", "width", "height", "images"}
-    objects = []
-    for entry in item.get("layout") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("object"), str):
-            name = entry["object"]
-            extra = {k: v for k, v in entry.items() if k not in {"object", "bbox"}}
-            objects.append(
-                {
-                    "id": name,
-                    "label": label_from_object_name(name),
-                    "bbox": entry.get("bbox"),
-                    "attributes": _acp_attributes(item.get("attributes"), name),
-                    **extra,
-                }
-            )
-        else:
-            objects.append(entry)  # let validation name what is wrong with it
+    entries = item.get("layout")
+    objects: Any = entries
+    if isinstance(entries, list):
+        objects = []
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("object"), str):
+                name = entry["object"]
+                extra = {k: v for k, v in entry.items() if k not in {"object", "bbox"}}
+                objects.append(
+                    {
+                        "id": name,
+                        "label": label_from_object_name(name),
+                        "bbox": entry.get("bbox"),
+                        "attributes": _acp_attributes(item.get("attributes"), name),
+                        **extra,
+                    }
+                )
+            else:
+                objects.append(entry)  # let validation name what is wrong with it
     record = {
-        "id": str(item["id"]) if isinstance(item.get("id"), (str, int)) else str(index),
+        "id": str(item["id"]) if _is_id(item.get("id")) else item.get("id", str(index)),
         "caption": item.get("caption", ""),
         "objects": objects,
         "relations": item.get("relations") or [],
@@ -207,6 +260,18 @@ def acp_item_to_record(item: dict[str, Any], index: int) -> dict[str, Any]:
             record[key] = item[key]
     record.update({k: v for k, v in item.items() if k not in known})
     return record
+
+
+def _acp_records(path: str, items: list[Any]) -> list[Any]:
+    records = []
+    for index, item in enumerate(items):
+        problems = _acp_problems(item) if isinstance(item, dict) else []
+        if problems:
+            where = f"{path}: {_record_name(index, item)}"
+            records.append(_Unconvertible([f"{where}: field {name}: {message}" for name, message in problems]))
+        else:
+            records.append(acp_item_to_record(item, index) if isinstance(item, dict) else item)
+    return records
 
 
 def layouts_to_acp(layouts: Iterable[Layout]) -> list[dict[str, Any]]:
@@ -227,90 +292,296 @@ def layouts_to_acp(layouts: Iterable[Layout]) -> list[dict[str, Any]]:
 
 
 # --- COCO -------------------------------------------------------------------------------
+#
+# Extra fields that layouts_to_coco writes, so that canonical -> COCO -> canonical gives the
+# same layouts back:
+#   image:      clis_layout_id, caption, clis_relations (whole relations, extra keys included),
+#               clis_images (the layout's own ``images`` list when it is not just [file_name]),
+#               clis_implicit_file (file_name was made up from the id: the layout lists none),
+#               clis_canvas ([width, height] of the layout, null when unknown; written when the
+#               image size is ``default_size`` rather than the layout's own),
+#               clis_extra (the layout's extra keys);
+#   annotation: clis_object_id, attributes, description, clis_extra (the object's extra keys).
+# Reading a COCO file clis did not write (entries without clis_layout_id / clis_object_id)
+# keeps its ids as extra keys (clis_coco_image_id on the layout, clis_coco_annotation_id and
+# clis_coco_category_id on each object), and the writer reuses them, so COCO -> canonical ->
+# COCO keeps image, annotation and category ids.
+
+COCO_IMAGE_ID = "clis_coco_image_id"
+COCO_ANNOTATION_ID = "clis_coco_annotation_id"
+COCO_CATEGORY_ID = "clis_coco_category_id"
 
 
 def layouts_from_coco(data: dict[str, Any], source: str = "<coco>") -> list[Layout]:
     """Build one layout per COCO image from its (non-crowd) instance annotations.
 
-    Pixel boxes are normalised by the image size. Fields written by ``layouts_to_coco``
-    (``clis_layout_id``, ``caption``, ``clis_object_id``, ``attributes``, ...) are read back so
-    that a canonical -> COCO -> canonical round trip is lossless.
+    Pixel boxes are normalised by the image size. Fields written by ``layouts_to_coco`` are
+    read back so that a canonical -> COCO -> canonical round trip is lossless. Images without
+    a non-crowd annotation are skipped (a layout needs an object) and logged as a warning.
     """
     report = ValidationReport(path=source, format="coco")
     records = _coco_records(data, source, report)
+    if not report.problems:
+        _validate_records(source, records, report)
     if report.problems:
         raise LayoutFileError(source, report.problems)
-    _validate_records(source, records, report)
-    if report.problems:
-        raise LayoutFileError(source, report.problems)
+    _log_warnings(report)
     return report.layouts
 
 
-def _coco_records(data: dict[str, Any], source: str, report: ValidationReport) -> list[dict[str, Any]]:
-    categories = {}
-    for i, cat in enumerate(data.get("categories") or []):
-        if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
+def _id_problem(entry: Any, key: str) -> str | None:
+    """Why ``entry[key]`` cannot be looked up as a COCO id (``field KEY: ...``), or None."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got {type(entry).__name__}"
+    if key not in entry:
+        return f"field {key}: required field is missing"
+    if not _is_id(entry[key]):
+        return f"field {key}: expected an integer id, got {type(entry[key]).__name__}"
+    return None
+
+
+def _coco_lists(data: dict[str, Any], source: str, report: ValidationReport) -> dict[str, list[Any]] | None:
+    lists = {key: data.get(key, []) for key in ("images", "annotations", "categories")}
+    wrong = [key for key, value in lists.items() if not isinstance(value, list)]
+    for key in wrong:
+        report.problems.append(f"{source}: top level: field {key}: expected a list, got {type(lists[key]).__name__}")
+    return None if wrong else lists
+
+
+def _coco_categories(categories: list[Any], source: str, report: ValidationReport) -> dict[Any, str]:
+    names: dict[Any, str] = {}
+    for i, cat in enumerate(categories):
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")) or not isinstance(cat.get("name"), str):
             report.problems.append(f"{source}: categories[{i}]: field id/name: a category needs an id and a name")
-            continue
-        categories[cat["id"]] = cat["name"]
+        elif cat["id"] in names:
+            report.problems.append(f"{source}: categories[{i}]: field id: duplicate category id {cat['id']!r}")
+        else:
+            names[cat["id"]] = cat["name"]
+    return names
+
+
+def _coco_image_ids(images: list[Any], source: str, report: ValidationReport) -> set[Any]:
+    ids: set[Any] = set()
+    for index, image in enumerate(images):
+        problem = _id_problem(image, "id")
+        if problem:
+            report.problems.append(f"{source}: images[{index}]: {problem}")
+        elif image["id"] in ids:
+            report.problems.append(f"{source}: images[{index}] (id {image['id']!r}): field id: duplicate image id")
+        else:
+            ids.add(image["id"])
+    return ids
+
+
+def _coco_annotations_by_image(
+    annotations: list[Any], image_ids: set[Any], source: str, report: ValidationReport
+) -> dict[Any, list[tuple[int, dict[str, Any]]]]:
     by_image: dict[Any, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for i, ann in enumerate(data.get("annotations") or []):
-        if not isinstance(ann, dict) or "image_id" not in ann:
-            report.problems.append(f"{source}: annotations[{i}]: field image_id: required field is missing")
+    for i, ann in enumerate(annotations):
+        where = f"{source}: annotations[{i}]"
+        problem = _id_problem(ann, "image_id")
+        if problem:
+            report.problems.append(f"{where}: {problem}")
+        elif ann["image_id"] not in image_ids:
+            report.problems.append(f"{where}: field image_id: no image has id {ann['image_id']!r}")
+        else:
+            by_image[ann["image_id"]].append((i, ann))
+    return by_image
+
+
+def _coco_object(
+    ann_index: int, ann: dict[str, Any], categories: dict[Any, str], size: tuple[float, float],
+    source: str, report: ValidationReport,
+) -> dict[str, Any] | None:
+    """An object record from one annotation, or None after reporting what is wrong with it."""
+    where = f"{source}: annotations[{ann_index}]"
+    problem = _id_problem(ann, "category_id")
+    if problem:
+        report.problems.append(f"{where}: {problem}")
+        return None
+    category_id = ann["category_id"]
+    if category_id not in categories:
+        report.problems.append(f"{where}: field category_id: unknown category {category_id!r}")
+        return None
+    box = ann.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        report.problems.append(f"{where}: field bbox: expected [x, y, w, h] numbers")
+        return None
+    width, height = size
+    obj: dict[str, Any] = {
+        "label": categories[category_id],
+        "bbox": [box[0] / width, box[1] / height, box[2] / width, box[3] / height],
+    }
+    for key in ("attributes", "description"):
+        if key in ann:
+            obj[key] = ann[key]
+    if "clis_object_id" in ann:
+        obj["id"] = ann["clis_object_id"]
+        _merge_extra(obj, ann, LayoutObject, where, report)
+    else:
+        # A file clis did not write: keep its ids so that writing COCO again reuses them.
+        if _is_id(ann.get("id")):
+            obj[COCO_ANNOTATION_ID] = ann["id"]
+        obj[COCO_CATEGORY_ID] = category_id
+    return obj
+
+
+def _merge_extra(
+    record: dict[str, Any], entry: dict[str, Any], model: type[BaseModel], where: str, report: ValidationReport
+) -> None:
+    """Put back the extra keys ``layouts_to_coco`` saved in ``clis_extra``; fields stay as read."""
+    extra = entry.get("clis_extra", {})
+    if not isinstance(extra, dict):
+        report.problems.append(f"{where}: field clis_extra: expected an object, got {type(extra).__name__}")
+        return
+    record.update({k: v for k, v in extra.items() if k not in model.model_fields})
+
+
+def _coco_image_record(
+    index: int, image: dict[str, Any], annotations: list[tuple[int, dict[str, Any]]], categories: dict[Any, str],
+    source: str, report: ValidationReport,
+) -> dict[str, Any] | None:
+    """A layout record for one image, or None when the image cannot give one."""
+    where = f"{source}: images[{index}] (id {image['id']!r})"
+    width, height = image.get("width"), image.get("height")
+    if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
+        report.problems.append(f"{where}: field width/height: positive image size required to normalise boxes")
+        return None
+    file_name = image.get("file_name")
+    if file_name is not None and not isinstance(file_name, str):
+        report.problems.append(f"{where}: field file_name: expected a string, got {type(file_name).__name__}")
+        return None
+    objects = [
+        _coco_object(i, ann, categories, (width, height), source, report) for i, ann in annotations if not ann.get("iscrowd")
+    ]
+    objects = [o for o in objects if o is not None]
+    if not objects:
+        return None  # every annotation was reported; "no objects" would only repeat that
+    counters: Counter[str] = Counter()
+    for obj in objects:
+        counters[obj["label"]] += 1
+        obj.setdefault("id", f"{obj['label']}-{counters[obj['label']]}")
+    written_by_clis = "clis_layout_id" in image
+    layout_id = image.get("clis_layout_id") or (Path(file_name).stem if file_name else str(image["id"]))
+    if "caption" in image:
+        caption = image["caption"]
+    else:
+        caption = "a photo of " + ", ".join(o["label"] for o in objects) if objects else ""
+    record: dict[str, Any] = {
+        "id": str(layout_id),
+        "caption": caption,
+        "objects": objects,
+        "relations": image.get("clis_relations", []),
+    }
+    canvas = image.get("clis_canvas", [int(width), int(height)])
+    if not (isinstance(canvas, list) and len(canvas) == 2):
+        report.problems.append(f"{where}: field clis_canvas: expected [width, height]")
+        return None
+    record.update({key: value for key, value in zip(("width", "height"), canvas) if value is not None})
+    if "clis_images" in image:
+        record["images"] = image["clis_images"]
+    elif file_name and not image.get("clis_implicit_file"):
+        record["images"] = [file_name]
+    if written_by_clis:
+        _merge_extra(record, image, Layout, where, report)
+    else:
+        record[COCO_IMAGE_ID] = image["id"]
+    return record
+
+
+def _coco_records(data: dict[str, Any], source: str, report: ValidationReport) -> list[dict[str, Any]]:
+    lists = _coco_lists(data, source, report)
+    if lists is None:
+        return []
+    categories = _coco_categories(lists["categories"], source, report)
+    image_ids = _coco_image_ids(lists["images"], source, report)
+    by_image = _coco_annotations_by_image(lists["annotations"], image_ids, source, report)
+    records, skipped, seen = [], [], set()
+    for index, image in enumerate(lists["images"]):
+        if not (isinstance(image, dict) and _is_id(image.get("id"))) or image["id"] in seen:
+            continue  # reported by _coco_image_ids
+        seen.add(image["id"])
+        annotations = by_image.get(image["id"], [])
+        if not any(not ann.get("iscrowd") for _, ann in annotations):
+            # Real COCO files have such images (48 in instances_val2017.json); a layout
+            # needs an object, so they are skipped and counted, not fatal.
+            skipped.append(image["id"])
             continue
-        by_image[ann["image_id"]].append((i, ann))
-    records = []
-    for index, image in enumerate(data.get("images") or []):
-        if not isinstance(image, dict) or "id" not in image:
-            report.problems.append(f"{source}: images[{index}]: field id: required field is missing")
-            continue
-        width, height = image.get("width"), image.get("height")
-        where = f"{source}: images[{index}] (id {image['id']!r})"
-        if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
-            report.problems.append(f"{where}: field width/height: positive image size required to normalise boxes")
-            continue
-        file_name = image.get("file_name")
-        layout_id = image.get("clis_layout_id") or (Path(file_name).stem if file_name else str(image["id"]))
-        objects, counters = [], Counter()
-        for ann_index, ann in by_image.get(image["id"], []):
-            if ann.get("iscrowd"):
-                continue  # crowd regions are not single instances
-            label = categories.get(ann.get("category_id"))
-            if label is None:
-                report.problems.append(
-                    f"{source}: annotations[{ann_index}]: field category_id: unknown category {ann.get('category_id')!r}"
-                )
-                continue
-            box = ann.get("bbox")
-            if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-                report.problems.append(f"{source}: annotations[{ann_index}]: field bbox: expected [x, y, w, h] numbers")
-                continue
-            counters[label] += 1
-            obj = {
-                "id": ann.get("clis_object_id") or f"{label}-{counters[label]}",
-                "label": label,
-                "bbox": [box[0] / width, box[1] / height, box[2] / width, box[3] / height],
-            }
-            for key in ("attributes", "description"):
-                if key in ann:
-                    obj[key] = ann[key]
-            objects.append(obj)
-        caption = image.get("caption")
-        if not caption:
-            names = [o["label"] for o in objects]
-            caption = "a photo of " + ", ".join(names) if names else ""
-        record = {
-            "id": str(layout_id),
-            "caption": caption,
-            "width": int(width),
-            "height": int(height),
-            "objects": objects,
-            "relations": image.get("clis_relations") or [],
-        }
-        if file_name:
-            record["images"] = [file_name]
-        records.append(record)
+        record = _coco_image_record(index, image, annotations, categories, source, report)
+        if record is not None:
+            records.append(record)
+    if skipped:
+        shown = ", ".join(repr(i) for i in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        report.warnings.append(
+            f"{source}: skipped {len(skipped)} of {len(lists['images'])} images that have no non-crowd "
+            f"annotation, so no object for a layout (image ids {shown})"
+        )
     return records
+
+
+def _assign_ids(wanted: list[Any]) -> list[Any]:
+    """Each wanted id where it is a usable id not wanted earlier, else the next unused integer."""
+    taken: set[Any] = set()
+    granted: list[Any] = []
+    for value in wanted:
+        ok = _is_id(value) and value not in taken
+        granted.append(value if ok else None)
+        if ok:
+            taken.add(value)
+    fresh = (n for n in itertools.count(1) if n not in taken)
+    return [value if value is not None else next(fresh) for value in granted]
+
+
+def _extra(model: Any) -> dict[str, Any]:
+    return dict(model.model_extra or {})
+
+
+def _coco_image_entry(
+    layout: Layout, image_id: Any, file_name: str | None, size: tuple[int, int] | None, default_size: tuple[int, int]
+) -> dict[str, Any]:
+    own_size = (layout.width, layout.height) if layout.width and layout.height else None
+    width, height = size or own_size or default_size
+    entry: dict[str, Any] = {
+        "id": image_id,
+        "file_name": file_name or (layout.images[0] if layout.images else f"{layout.id}.png"),
+        "width": int(width),
+        "height": int(height),
+        "caption": layout.caption,
+        "clis_layout_id": layout.id,
+        "clis_relations": [r.model_dump() for r in layout.relations],
+    }
+    if file_name is None:
+        # Without a file named by the caller, the entry must also say what the layout itself
+        # lists, so that reading it back neither invents nor loses candidate images.
+        if not layout.images:
+            entry["clis_implicit_file"] = True
+        if layout.images is not None and layout.images != [entry["file_name"]]:
+            entry["clis_images"] = list(layout.images)
+    if size is None and own_size is None:
+        entry["clis_canvas"] = [layout.width, layout.height]
+    if _extra(layout):
+        entry["clis_extra"] = _extra(layout)
+    return entry
+
+
+def _coco_annotation(obj: Any, annotation_id: Any, image_id: Any, category_id: Any, size: tuple[int, int]) -> dict[str, Any]:
+    x, y, w, h = obj.pixel_box(*size)
+    annotation = {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": [x, y, w, h],
+        "area": w * h,
+        "iscrowd": 0,
+        "clis_object_id": obj.id,
+    }
+    if obj.attributes:
+        annotation["attributes"] = list(obj.attributes)
+    if obj.description is not None:
+        annotation["description"] = obj.description
+    if _extra(obj):
+        annotation["clis_extra"] = _extra(obj)
+    return annotation
 
 
 def layouts_to_coco(
@@ -322,46 +593,33 @@ def layouts_to_coco(
     """COCO instances dict for ``layouts``; boxes become pixels of each image's size.
 
     The size of a layout's image is taken from ``sizes[layout.id]``, else the layout's own
-    ``width``/``height``, else ``default_size``. Category ids follow sorted label order,
-    starting at 1.
+    ``width``/``height``, else ``default_size``. An image's file is ``file_names[layout.id]``,
+    else the first of the layout's ``images``, else ``<id>.png``; when ``file_names`` names it,
+    the entry describes that file and the layout's own ``images`` list is not written.
+    Image, annotation and category ids read from a COCO file (``clis_coco_*`` extra keys)
+    are reused where they are unique; the others are the smallest unused integers from 1,
+    with categories in sorted label order.
     """
     layouts = list(layouts)
     file_names = file_names or {}
     sizes = sizes or {}
-    labels = sorted({o.label for layout in layouts for o in layout.objects})
-    category_ids = {label: i + 1 for i, label in enumerate(labels)}
+    objects = [obj for layout in layouts for obj in layout.objects]
+    labels = sorted({o.label for o in objects})
+    wanted_category: dict[str, Any] = {}
+    for obj in objects:
+        if wanted_category.get(obj.label) is None:
+            wanted_category[obj.label] = _extra(obj).get(COCO_CATEGORY_ID)
+    category_ids = dict(zip(labels, _assign_ids([wanted_category[label] for label in labels])))
+    image_ids = _assign_ids([_extra(layout).get(COCO_IMAGE_ID) for layout in layouts])
+    annotation_ids = iter(_assign_ids([_extra(obj).get(COCO_ANNOTATION_ID) for obj in objects]))
     images, annotations = [], []
-    for image_id, layout in enumerate(layouts, start=1):
-        width, height = sizes.get(layout.id) or (
-            (layout.width, layout.height) if layout.width and layout.height else default_size
-        )
-        images.append(
-            {
-                "id": image_id,
-                "file_name": file_names.get(layout.id) or (layout.images[0] if layout.images else f"{layout.id}.png"),
-                "width": int(width),
-                "height": int(height),
-                "caption": layout.caption,
-                "clis_layout_id": layout.id,
-                "clis_relations": [r.model_dump(include={"subject", "relation", "object"}) for r in layout.relations],
-            }
-        )
+    for layout, image_id in zip(layouts, image_ids):
+        entry = _coco_image_entry(layout, image_id, file_names.get(layout.id), sizes.get(layout.id), default_size)
+        images.append(entry)
         for obj in layout.objects:
-            x, y, w, h = obj.pixel_box(width, height)
-            annotation = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": category_ids[obj.label],
-                "bbox": [x, y, w, h],
-                "area": w * h,
-                "iscrowd": 0,
-                "clis_object_id": obj.id,
-            }
-            if obj.attributes:
-                annotation["attributes"] = list(obj.attributes)
-            if obj.description:
-                annotation["description"] = obj.description
-            annotations.append(annotation)
+            annotations.append(
+                _coco_annotation(obj, next(annotation_ids), image_id, category_ids[obj.label], (entry["width"], entry["height"]))
+            )
     return {
         "info": {"description": "written by clis"},
         "images": images,
@@ -371,6 +629,31 @@ def layouts_to_coco(
 
 
 # --- entry points -----------------------------------------------------------------------
+
+
+def _log_warnings(report: ValidationReport) -> None:
+    for line in report.warnings:
+        logger.warning("warning: %s", line)
+
+
+def _records(path: Path, data: Any, detected: str, report: ValidationReport) -> list[Any]:
+    """The raw layout records of parsed ``data`` in format ``detected``; problems go to ``report``."""
+    if detected == "coco":
+        if not isinstance(data, dict):
+            report.problems.append(f"{path}: top level: COCO instances JSON must be an object")
+            return []
+        return _coco_records(data, str(path), report)
+    if isinstance(data, dict):
+        if detected == "canonical" and "layouts" not in data:
+            report.problems.append(f"{path}: top level: field layouts: required field is missing")
+            return []
+        items = data["layouts"] if detected == "canonical" else [data]
+    else:
+        items = data
+    if not isinstance(items, list):
+        report.problems.append(f"{path}: top level: field layouts: expected a list of layouts")
+        return []
+    return _acp_records(str(path), items) if detected == "acp" else items
 
 
 def validate_file(path: str | Path, format: str = "auto") -> ValidationReport:
@@ -389,34 +672,19 @@ def validate_file(path: str | Path, format: str = "auto") -> ValidationReport:
         )
         return report
     report.format = detected
-    if detected == "coco":
-        if not isinstance(data, dict):
-            report.problems.append(f"{path}: top level: COCO instances JSON must be an object")
-            return report
-        records = _coco_records(data, str(path), report)
-    else:
-        if isinstance(data, dict):
-            items = data["layouts"] if detected == "canonical" else [data]
-        else:
-            items = data
-        if not isinstance(items, list):
-            report.problems.append(f"{path}: top level: field layouts: expected a list of layouts")
-            return report
-        if detected == "acp":
-            records = [
-                acp_item_to_record(item, i) if isinstance(item, dict) else item for i, item in enumerate(items)
-            ]
-        else:
-            records = items
-    _validate_records(str(path), records, report)
+    _validate_records(str(path), _records(path, data, detected, report), report)
     return report
 
 
 def load_layouts(path: str | Path, format: str = "auto") -> list[Layout]:
-    """Load and validate a layouts file; raise ``LayoutFileError`` listing every problem."""
+    """Load and validate a layouts file; raise ``LayoutFileError`` listing every problem.
+
+    Warnings (such as COCO images skipped for having no annotation) are logged.
+    """
     report = validate_file(path, format=format)
     if report.problems:
         raise LayoutFileError(str(path), report.problems)
+    _log_warnings(report)
     return report.layouts
 
 

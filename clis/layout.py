@@ -137,6 +137,18 @@ class Layout(BaseModel):
     relations: list[Relation] = Field(default_factory=list)
     images: list[str] | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _id_names_files_inside_the_folder(cls, layout_id: str) -> str:
+        # Candidate discovery looks for images/<id>.<ext> and images/<id>/: an id that is a
+        # path would make it read (or ``clis generate`` write) outside the images folder.
+        if layout_id in {".", ".."} or "/" in layout_id or "\\" in layout_id:
+            raise ValueError(
+                f"layout id {layout_id!r} cannot name image files: "
+                "'.', '..' and ids containing '/' or '\\' would point outside the images folder"
+            )
+        return layout_id
+
     def get_object(self, object_id: str) -> LayoutObject:
         for obj in self.objects:
             if obj.id == object_id:
@@ -159,7 +171,8 @@ def cross_reference_problems(
 ) -> list[tuple[str, str]]:
     """Duplicate object ids and relations naming unknown objects, as ``(field, message)``.
 
-    Works on raw values too, so a record that fails type validation still gets these checks.
+    Works on raw values too, so a record that fails type validation still gets these checks;
+    references of the wrong type are skipped here because type validation already names them.
     """
     found: list[tuple[str, str]] = []
     seen: dict[Any, int] = {}
@@ -170,8 +183,8 @@ def cross_reference_problems(
             seen[object_id] = i
     for i, sides in enumerate(relations):
         for side, refs in zip(("subject", "object"), sides):
-            for ref in [refs] if isinstance(refs, str) else refs or []:
-                if ref not in seen:
+            for ref in [refs] if isinstance(refs, str) else refs if isinstance(refs, list) else []:
+                if isinstance(ref, str) and ref not in seen:
                     known = ", ".join(str(k) for k in seen)
                     found.append((f"relations[{i}].{side}", f"names unknown object {ref!r} (known: {known})"))
     return found

@@ -88,3 +88,33 @@ def test_listed_file_is_not_also_counted_twice(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="images folder not found"):
         discover_candidates(tmp_path / "nope", [layout("a")])
+
+
+def test_images_nested_below_a_layout_folder_are_orphans(tmp_path):
+    # Rule 3 takes the files of images/<id>/ itself; deeper files match no rule and must be
+    # reported, not silently skipped.
+    root = tmp_path / "images"
+    touch_image(root / "beach" / "0.png")
+    touch_image(root / "beach" / "rejected" / "1.png")
+    touch_image(root / "beach" / "a" / "b" / "2.png")
+    found = discover_candidates(root, [layout("beach")])
+    assert found.candidates == {"beach": [root / "beach" / "0.png"]}
+    assert found.orphans == [root / "beach" / "a" / "b" / "2.png", root / "beach" / "rejected" / "1.png"]
+
+
+def test_a_nested_file_listed_by_its_layout_is_no_orphan(tmp_path):
+    root = tmp_path / "images"
+    touch_image(root / "beach" / "keep" / "1.png")
+    found = discover_candidates(root, [layout("beach", images=["beach/keep/1.png"])])
+    assert found.candidates == {"beach": [root / "beach" / "keep" / "1.png"]} and found.orphans == []
+
+
+def test_listed_file_that_does_not_exist_is_reported(tmp_path):
+    root = tmp_path / "images"
+    touch_image(root / "cat.png")
+    found = discover_candidates(root, [layout("cat", images=["cat.png", "gone.png"]), layout("dog", images=["dog.png"])])
+    assert found.not_found == [("cat", root / "gone.png"), ("dog", root / "dog.png")]
+    # They stay candidates, so scoring records each as "file not found" and a resumed run
+    # scores the file once it exists; the layout therefore is not one "without candidates".
+    assert found.candidates["cat"] == [root / "cat.png", root / "gone.png"]
+    assert found.missing == []

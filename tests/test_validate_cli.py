@@ -26,7 +26,9 @@ def run_clis(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_and_version():
-    assert run_clis("--version").stdout.strip() == f"clis {__version__}"
+    version = run_clis("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"clis {__version__}"
     helped = run_clis("--help")
     assert helped.returncode == 0
     assert "validate" in helped.stdout and "models" in helped.stdout
@@ -77,3 +79,49 @@ def test_validate_reports_unmatched_images(tmp_path):
     assert summary["candidates"] == 1
     assert summary["layouts_without_candidates"] == ["lonely"]
     assert summary["unmatched_files"] == [str(images / "other.png")]
+
+
+def test_wrong_types_are_one_line_not_a_crash(tmp_path):
+    broken = json.loads(json.dumps(GOOD))
+    broken[0]["relations"][0]["subject"] = [["cup-1"]]  # unhashable where an id belongs
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps(broken))
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": 5, "annotations": [], "categories": []}))
+    for file, line in [
+        (path, f"{path}: layout 0 (id 'tea'): field relations[0].subject[0]: Input should be a valid string"),
+        (coco, f"{coco}: top level: field images: expected a list, got int"),
+    ]:
+        result = run_clis("validate", str(file))
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and "report it" not in result.stderr
+        assert line in result.stderr.splitlines()
+
+
+def test_coco_images_without_annotations_are_a_warning(tmp_path):
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10},
+                   {"id": 2, "file_name": "b.jpg", "width": 10, "height": 10}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": [{"id": 1, "name": "dog"}]}))
+    result = run_clis("validate", str(coco), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["warnings"] == 1
+    assert f"warning: {coco}: skipped 1 of 2 images" in result.stderr
+
+
+def test_validate_reports_listed_files_not_found_and_nested_orphans(tmp_path):
+    path = tmp_path / "layouts.json"
+    path.write_text(json.dumps([{**GOOD[0], "images": ["tea/0.png", "tea/missing.png"]}]))
+    images = tmp_path / "images"
+    (images / "tea" / "old").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(images / "tea" / "0.png")
+    Image.new("RGB", (4, 4)).save(images / "tea" / "old" / "1.png")
+    result = run_clis("validate", str(path), "--images", str(images), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["listed_files_not_found"] == [str(images / "tea" / "missing.png")]
+    assert summary["unmatched_files"] == [str(images / "tea" / "old" / "1.png")]
+    text = run_clis("validate", str(path), "--images", str(images))
+    assert f"warning: {images / 'tea' / 'missing.png'}: listed in images of layout 'tea' but not found" in text.stderr

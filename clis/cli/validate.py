@@ -37,14 +37,17 @@ def validate(
             candidates=discovery.n_candidates,
             layouts_without_candidates=discovery.missing,
             unmatched_files=[str(p) for p in discovery.orphans],
+            listed_files_not_found=[str(p) for _, p in discovery.not_found],
         )
     for problem in report.problems:
         err.print(problem, markup=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False)
     if as_json:
         console.print_json(json.dumps(summary))
     else:
         table = Table(title=f"{file}", show_header=False)
-        for key in ("format", "layouts", "objects", "relations", "labels", "problems"):
+        for key in ("format", "layouts", "objects", "relations", "labels", "problems", "warnings"):
             table.add_row(key, str(summary[key] if summary[key] is not None else "unknown"))
         if summary["top_labels"]:
             table.add_row("top labels", ", ".join(f"{label} ({n})" for label, n in summary["top_labels"]))
@@ -52,12 +55,15 @@ def validate(
             table.add_row("candidates", str(discovery.n_candidates))
             table.add_row("layouts without candidates", str(len(discovery.missing)))
             table.add_row("unmatched image files", str(len(discovery.orphans)))
+            table.add_row("listed files not found", str(len(discovery.not_found)))
         console.print(table)
         if discovery is not None:
             for layout_id in discovery.missing:
                 err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
             for path in discovery.orphans:
                 err.print(f"warning: {path}: matches no layout", markup=False)
+            for layout_id, path in discovery.not_found:
+                err.print(f"warning: {path}: listed in images of layout {layout_id!r} but not found", markup=False)
     if report.problems:
         noun = "problem" if len(report.problems) == 1 else "problems"
         err.print(f"{file}: invalid ({len(report.problems)} {noun})", markup=False)
