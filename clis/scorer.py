@@ -21,6 +21,7 @@ manifest beside it, so an interrupted run loses nothing and ``resume=True`` cont
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import clis
 from clis.errors import InputError, ModelUnavailableError
@@ -38,11 +39,24 @@ from clis.image_score.config import ImageScoreConfig
 from clis.image_score.detection import Detector
 from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
 from clis.image_score.functional import weighted_mean
-from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput
+from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, one_line
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout
 
 RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error")
+
+# Settings that decide how a run goes, not what it computes, so a resumed run may change them:
+# max_pixels only decides which images become error records, and those are retried anyway.
+RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache")
+# Settings naming models: a resumed run compares the models' fingerprints under "models" instead,
+# so a model folder that moved (same weights, new path) still matches.
+MODEL_SETTINGS = ("image_model", "detector", "layout")
+
+# What `clis generate` writes into a candidates folder (see docs/pipeline.md).
+GENERATION_MANIFEST = "manifest.json"
+GENERATION_FORMAT = "clis-candidates/1"
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 class CombineWeights(BaseModel):
@@ -79,6 +93,19 @@ class ScoreConfig(ImageScoreConfig):
     layout_score: bool = True
     layout: dict[str, Any] = Field(default_factory=dict)
     combine: CombineWeights = Field(default_factory=CombineWeights)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        import torch
+
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError):
+            device = None
+        if device is None or device.type not in DEVICE_TYPES:
+            raise ValueError(f"{value!r} is not a device; use cpu, cuda, cuda:N or mps")
+        return value
 
     @property
     def detector_enabled(self) -> bool:
@@ -156,27 +183,174 @@ def check_layouts_in_canvas(layouts: Sequence[Layout], source: str = "layouts") 
             )
 
 
-def read_scores(path: str | Path) -> tuple[list[dict], int]:
-    """Complete records of a scores.jsonl file and the byte length they occupy.
+def _as_record(raw: bytes) -> dict:
+    """One line of a scores file as a score record, or ValueError saying why it is not one."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise ValueError(f"field {missing[0]!r} missing")
+    if not isinstance(record["layout_id"], str):
+        raise ValueError("field 'layout_id': not a string")
+    for key in ("image", "error"):
+        if record[key] is not None and not isinstance(record[key], str):
+            raise ValueError(f"field {key!r}: not a string or null")
+    return record
 
-    A last line cut short by an interruption (no newline, or not valid JSON) is not a record;
-    the returned length excludes it so a resumed run can truncate it away.
+
+def read_scores(path: str | Path) -> list[dict]:
+    """The records of an existing scores.jsonl, for ``--resume``.
+
+    A last line without its newline is what an interruption leaves mid-write: it is not a
+    record, and its candidate is scored again. Any other line that is not a score record stops
+    with an InputError naming the line, because resuming rewrites the file and would destroy
+    whatever that line holds.
     """
     records: list[dict] = []
-    good_length = 0
     with open(path, "rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
                 break
+            if not raw.strip():
+                continue
             try:
-                record = json.loads(raw)
-            except ValueError:
-                break
-            if not isinstance(record, dict) or "layout_id" not in record:
-                break
-            records.append(record)
-            good_length += len(raw)
-    return records, good_length
+                records.append(_as_record(raw))
+            except ValueError as exc:
+                raise InputError(
+                    f"{path}: line {number}: {exc}, so this is not a clis score record; --resume will not "
+                    "rewrite the file (pass --overwrite to replace it, or use another --out)"
+                ) from None
+    return records
+
+
+def _weights_identity(value: Any) -> Any:
+    """Model fingerprints reduced to what identifies the weights (hash, or repo and revision).
+
+    Paths and specs are dropped where a hash or revision is known, so a model folder that moved
+    or a spec spelled differently still counts as the same model; ``id`` keys are digests that
+    include those paths.
+    """
+    if isinstance(value, dict):
+        if "sha256" in value or "revision" in value:
+            return {k: v for k, v in value.items() if k not in ("spec", "path", "files")}
+        return {k: _weights_identity(v) for k, v in value.items() if k not in ("path", "id")}
+    if isinstance(value, list):
+        return [_weights_identity(v) for v in value]
+    return value
+
+
+def resume_signature(manifest: dict) -> dict:
+    """What a resumed run must share with the run it continues: models, weights and settings."""
+    settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+    skipped = RUN_ONLY_SETTINGS + MODEL_SETTINGS
+    signature = {
+        "models": _weights_identity(manifest.get("models")),
+        "weights": manifest.get("weights"),
+        "settings": {k: v for k, v in settings.items() if k not in skipped},
+    }
+    return json.loads(json.dumps(signature, default=str))  # tuples, numbers: as the JSON file has them
+
+
+def _differences(then: Any, now: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """``(dotted field, value then, value now)`` for every leaf that differs."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        for key in list(dict.fromkeys([*then, *now])):
+            yield from _differences(then.get(key), now.get(key), f"{where}.{key}" if where else str(key))
+    elif then != now:
+        yield where, then, now
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_resumable(previous_manifest: Path, current: dict) -> dict:
+    """The earlier run's manifest; InputError (one line) when it used other models, weights or settings."""
+    hint = "drop --resume (or pass --overwrite) or use another --out"
+    try:
+        earlier = json.loads(previous_manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{previous_manifest}: missing, so the models and settings of the earlier run cannot be checked; {hint}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{previous_manifest}: unreadable ({one_line(exc)}); {hint}") from None
+    if not isinstance(earlier, dict):
+        raise InputError(f"{previous_manifest}: not a clis score manifest (not a JSON object); {hint}")
+    changes = list(_differences(resume_signature(earlier), resume_signature(current)))
+    if changes:
+        field, then, now = changes[0]
+        more = f" (and {len(changes) - 1} more differences)" if len(changes) > 1 else ""
+        raise InputError(
+            f"{previous_manifest}: --resume needs the models and settings of the run it continues, but {field} "
+            f"differs ({_short(then)} then, {_short(now)} now){more}; {hint}"
+        )
+    return earlier
+
+
+def _resolved(path: str, base: str | Path) -> str:
+    """``path`` as an absolute, symlink-free path, a relative one taken from ``base``."""
+    return os.path.realpath(os.path.join(base, path))
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any model is loaded."""
+    import torch
+
+    kind = torch.device(device)
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: no CUDA GPU is available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if kind.index is not None and kind.index >= count:
+            raise InputError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif kind.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
+
+
+def read_generation(images_dir: str | Path) -> tuple[Optional[dict], list[str]]:
+    """What `clis generate` recorded about the candidates in ``images_dir``, and warnings.
+
+    Scoring does not depend on it: without the file this is ``(None, [])``, and a file that
+    cannot be read only gives a warning.
+    """
+    path = Path(images_dir) / GENERATION_MANIFEST
+    if not path.is_file():
+        return None, []
+    skip = "generation info not recorded"
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        return None, [f"{path}: unreadable generation manifest ({one_line(exc)}); {skip}"]
+    if not isinstance(data, dict) or data.get("format") != GENERATION_FORMAT:
+        return None, [f"{path}: field 'format': not a {GENERATION_FORMAT} manifest; {skip}"]
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    generation = {
+        "manifest": str(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),  # pins the per-image seeds listed in that file
+        "generator": data.get("generator"),
+        "model": config.get("model"),
+        "config": config,
+        "n": data.get("n"),
+        "seed": data.get("seed"),
+        "demo_only": data.get("demo_only"),
+        "layouts": data.get("layouts"),
+        "layouts_sha256": data.get("layouts_sha256"),
+        "clis_version": data.get("clis_version"),
+    }
+    warnings = []
+    if generation["demo_only"] is True:
+        warnings.append(
+            f"{path}: made by the {generation['generator']!r} generator, which is demo_only: these images are "
+            "for demos and tests, not training data"
+        )
+    return generation, warnings
 
 
 def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
@@ -187,6 +361,10 @@ def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _now() -> str:
@@ -209,6 +387,7 @@ class Scorer:
         from clis.models.clip import ClipEncoder
 
         cfg = self.config
+        check_device(cfg.device)
         clip = _load_or_explain(
             cfg.image_model, "clip", cfg, "CLIP weights",
             f"pass --image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
@@ -232,6 +411,11 @@ class Scorer:
         self.layout_scorer = self._load_layout_scorer()
         self._clis_l: dict[str, Optional[float]] = {}
         self.layout_errors: dict[str, str] = {}
+        # Caption / object phrase -> longer than the CLIP text context (cut before encoding)?
+        self._captions_cut: dict[str, bool] = {}
+        self._phrases_cut: dict[str, bool] = {}
+        self.generation: Optional[dict] = None
+        self._generation_warnings: list[str] = []
         self.started = _now()
 
     # -- CLIS-L ---------------------------------------------------------------------------------
@@ -277,6 +461,40 @@ class Scorer:
             record["clis"] = round(weighted_mean([record["clis_i"], record["clis_l"]], [weights.image, weights.layout]), 4)
         return {key: record[key] for key in RECORD_KEYS}
 
+    # -- texts longer than the CLIP context --------------------------------------------------------
+
+    def _check_truncation(self, layouts: Sequence[Layout]) -> None:
+        """Note which captions and object phrases CLIP will cut (each distinct text tokenized once)."""
+        captions = list(dict.fromkeys(lay.caption for lay in layouts if lay.caption.strip()))
+        captions = [text for text in captions if text not in self._captions_cut]
+        phrases = list(dict.fromkeys(obj.phrase for lay in layouts for obj in lay.objects))
+        phrases = [text for text in phrases if text not in self._phrases_cut]
+        if not captions and not phrases:
+            return
+        flags = self.encoder.truncated(captions + phrases)
+        self._captions_cut.update(zip(captions, flags[: len(captions)]))
+        self._phrases_cut.update(zip(phrases, flags[len(captions) :]))
+
+    def truncation(self) -> dict:
+        """Captions and object phrases of the scored layouts that were cut to the CLIP context."""
+        return {
+            "context_length": self.encoder.context_length,
+            "captions": sorted(text for text, cut in self._captions_cut.items() if cut),
+            "phrases": sorted(text for text, cut in self._phrases_cut.items() if cut),
+        }
+
+    def warnings(self) -> list[str]:
+        """One line per thing the user should know about the last run (no "warning:" prefix)."""
+        lines = list(self._generation_warnings)
+        cut = self.truncation()
+        if cut["captions"] or cut["phrases"]:
+            lines.append(
+                f"{_count(len(cut['captions']), 'caption')} and {_count(len(cut['phrases']), 'object phrase')} are "
+                f"longer than the CLIP text context ({cut['context_length']} tokens) and were cut to it, keeping the "
+                "end token; the manifest lists them under \"truncation\""
+            )
+        return lines
+
     # -- scoring --------------------------------------------------------------------------------
 
     def score(self, image: ImageInput, layout: Layout) -> dict:
@@ -290,6 +508,7 @@ class Scorer:
             for image, layout in pairs:
                 if layout.id not in self._clis_l:
                     self.layout_scores([layout])
+                self._check_truncation([layout])
                 yield Candidate(image, layout)
 
         for record in self.image_scorer.score_candidates(candidates()):
@@ -311,11 +530,13 @@ class Scorer:
         With ``out`` set, records are appended to it one flushed line at a time, and a manifest is
         written next to it at the start and updated at the end. ``resume=True`` keeps the
         successful records already in ``out``, drops failed ones and a line cut short by an
-        interruption, scores the rest, and finally rewrites the file in input order.
-        ``on_start(total, already_done)`` and ``on_record(record)`` let a caller show progress;
-        ``on_layout_progress`` is passed to CLIS-L scoring, which runs first, once per layout;
-        ``layouts_source`` names the layouts file in messages and the manifest.
-        Returns every record, in input order.
+        interruption, scores the rest, and finally rewrites the file in input order; it refuses
+        (InputError) when ``out`` holds lines that are not score records or was made with other
+        models or settings. ``on_start(total, already_done)`` and ``on_record(record)`` let a
+        caller show progress; ``on_layout_progress`` is passed to CLIS-L scoring, which runs
+        first, once per layout; ``layouts_source`` names the layouts file in messages and the
+        manifest. Warnings for the user (truncated texts, demo-only candidates) are in
+        :meth:`warnings`. Returns every record, in input order.
         """
         from clis.discovery import discover_candidates
 
@@ -331,26 +552,22 @@ class Scorer:
         order = [(layout_id, str(path)) for layout_id, path in discovery.pairs()]
         self.discovery = discovery
         self.layouts_source = layouts_source
+        self.generation, self._generation_warnings = read_generation(images_dir)
+        self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order)])
 
         done: dict[tuple[str, str], dict] = {}
         out_path = Path(out) if out is not None else None
         if out_path is not None:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             if resume and out_path.exists():
-                previous, _ = read_scores(out_path)
-                wanted = set(order)
-                done = {
-                    (r["layout_id"], r["image"]): r
-                    for r in previous
-                    if r.get("error") is None and (r["layout_id"], r["image"]) in wanted
-                }
+                done = self._resumable_records(out_path, order)
                 # Drop failed records and a torn last line now; they are scored again below.
                 _write_lines_atomic(out_path, [done[key] for key in order if key in done])
             elif not resume:
                 out_path.write_text("", encoding="utf-8")
         self._run_state = {
-            "images": str(images_dir), "layouts": layouts_source, "candidates": len(order), "resumed": len(done),
-            "status": "running",
+            "images": str(images_dir), "layouts": layouts_source, "cwd": os.getcwd(), "candidates": len(order),
+            "resumed": len(done), "status": "running",
         }
         if out_path is not None:
             self.write_manifest(out_path)
@@ -388,6 +605,32 @@ class Scorer:
                 self.write_manifest(out_path)
         return records
 
+    def _resumable_records(self, out_path: Path, order: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """Successful records of an earlier run in ``out_path`` that are still candidates, by candidate.
+
+        Images are matched by their resolved path, so resuming with the folder spelled another
+        way (absolute instead of relative) finds them; kept records take this run's spelling.
+        Raises InputError before anything is rewritten when the file or its run do not fit.
+        """
+        previous = read_scores(out_path)
+        if not previous:
+            return {}
+        earlier_run = check_resumable(manifest_path(out_path), self.manifest()).get("run")
+        here = os.getcwd()
+        # Relative paths of the earlier run are relative to its working directory; manifests from
+        # before "cwd" was recorded are taken to share this one.
+        earlier_cwd = earlier_run.get("cwd") if isinstance(earlier_run, dict) else None
+        earlier_cwd = earlier_cwd if isinstance(earlier_cwd, str) else here
+        current = {(layout_id, _resolved(path, here)): (layout_id, path) for layout_id, path in order}
+        done: dict[tuple[str, str], dict] = {}
+        for record in previous:
+            if record["error"] is not None or record["image"] is None:
+                continue
+            key = current.get((record["layout_id"], _resolved(record["image"], earlier_cwd)))
+            if key is not None:
+                done[key] = {**record, "image": key[1]}
+        return done
+
     # -- provenance -----------------------------------------------------------------------------
 
     def manifest(self) -> dict:
@@ -414,6 +657,7 @@ class Scorer:
             "settings": cfg.model_dump(mode="json", by_alias=True),
             "grounding_logit_scale": self.image_scorer.logit_scale,
             "truncated_texts": sorted(self.text_cache.truncated),
+            "truncation": self.truncation(),
             "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": cfg.device},
         }
         state = getattr(self, "_run_state", None)
@@ -424,6 +668,7 @@ class Scorer:
                 data["run"]["layouts_without_images"] = list(discovery.missing)
                 data["run"]["orphan_images"] = [str(p) for p in discovery.orphans]
             data["run"]["layout_score_errors"] = dict(self.layout_errors)
+            data["run"]["generation"] = self.generation
         return data
 
     def write_manifest(self, out: str | Path) -> Path:

@@ -217,6 +217,40 @@ def test_open_image_failures(tmp_path):
         open_image(good, max_pixels=1000)
 
 
+def test_elongated_images_are_refused_from_their_size_alone(tmp_path):
+    # 4000 x 1 has few pixels, but a transform that resizes the short side to 32 makes it
+    # 128000 x 32 = 4,096,000 pixels.
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (4000, 1), "white").save(strip)
+    assert open_image(strip, max_pixels=5_000_000, resize_side=32).size == (4000, 1)
+    with pytest.raises(ImageReadError, match=r"4000x1 is too elongated .*4096000 pixels, past the limit of 4000000"):
+        open_image(strip, max_pixels=4_000_000, resize_side=32)
+    with pytest.raises(ImageReadError, match="too elongated"):  # in-memory images too
+        open_image(Image.new("RGB", (1, 4000)), max_pixels=4_000_000, resize_side=32)
+
+
+def test_any_failure_while_preparing_an_image_becomes_its_error_record():
+    class BrokenTransform(ColourEncoder):
+        def preprocess(self, images):
+            if images[0].getpixel((0, 0)) == (0, 0, 255):
+                raise RuntimeError("transform ran out of memory")
+            return super().preprocess(images)
+
+    scorer = ImageScorer(BrokenTransform(), config=ImageScoreConfig(distractors=["background"]), num_workers=0)
+    layout = _layout([{"id": "o", "label": "square", "attributes": ["red"], "bbox": [0.1, 0.1, 0.5, 0.5]}])
+    red, blue = Image.new("RGB", (40, 40), "red"), Image.new("RGB", (40, 40), "blue")
+    records = list(scorer.score_candidates([Candidate(blue, layout), Candidate(red, layout)]))
+    assert records[0]["error"].endswith("transform ran out of memory") and records[0]["clis"] is None
+    assert records[1]["error"] is None and records[1]["clis"] is not None
+
+
+def test_blank_distractors_are_rejected():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="distractor 1 is blank"):
+        ImageScoreConfig(distractors=["background", "  "])
+
+
 # ---------------------------------------------------------------------------------------------
 # Real (tiny) models
 
@@ -267,6 +301,52 @@ def test_global_term_equals_torchmetrics_clipscore(hf_clip):
             assert ours == pytest.approx(reference, abs=1e-3)
             positives += reference > 0
     assert positives >= 3  # the comparison covered non-clamped values, not only zeros
+
+
+def test_long_caption_is_cut_keeping_its_end_token(tiny_models):
+    """Within the context our global term is torchmetrics' CLIPScore (test above). Beyond it we
+    score the caption's first tokens *with* the end token CLIP pools at; torchmetrics cuts the
+    token ids and loses that token, as docs/clis-i.md explains."""
+    from torchmetrics.multimodal import CLIPScore
+
+    from clis.models import load_model
+    from clis.models.clip import ClipEncoder
+
+    # The tiny random CLIP puts photos and long texts at negative cosines, where both scores
+    # clamp to 0 and agree trivially. Flipping its text projection (any weights must give the
+    # same equivalence) makes those cosines positive.
+    encoder = ClipEncoder(load_model(tiny_models["hf_clip"], "clip"))
+    with torch.no_grad():
+        encoder.model.text_projection.weight.neg_()
+    model, processor = _TensorFeatures(encoder.model), encoder.loaded.processor
+    tokenizer = processor.tokenizer
+    image = Image.open(EXAMPLES / "coffee.jpg").convert("RGB")
+    pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+    def torchmetrics_score(caption: str) -> float:
+        metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+        metric.update(pixels, caption)
+        return float(metric.compute())
+
+    scorer = ImageScorer(encoder, num_workers=0)
+    long_captions = ["a red cup on a wooden table " * 15, "two dogs asleep under a green sofa " * 15]
+    assert encoder.truncated([*long_captions, "a red cup"]) == [True, True, False]
+    ours = []
+    for caption in long_captions:
+        # The same caption cut by hand to the context, end token kept: it fits, so torchmetrics
+        # scores it exactly as CLIP sees it.
+        ids = tokenizer(caption, truncation=True, max_length=encoder.context_length)["input_ids"]
+        cut = tokenizer.decode(ids, skip_special_tokens=True)
+        assert tokenizer(cut)["input_ids"] == ids and ids[-1] == tokenizer.eos_token_id
+        layout = _layout([{"id": "o", "label": "cup", "bbox": [0.1, 0.1, 0.5, 0.5]}], caption=caption)
+        ours.append(scorer.score(image, layout)["global"])
+        reference = torchmetrics_score(cut)
+        assert reference > 0 and ours[-1] == pytest.approx(reference, abs=1e-3)
+    # torchmetrics without the end token pools the start token instead, which is the same for
+    # every text: two unrelated long captions get one score, where ours tell them apart.
+    with pytest.warns(UserWarning, match="longer than"):
+        theirs = [torchmetrics_score(caption) for caption in long_captions]
+    assert theirs[0] == theirs[1] and ours[0] != pytest.approx(ours[1], abs=1e-3)
 
 
 @pytest.mark.parametrize("name", ["grounding_dino", "owlv2"])

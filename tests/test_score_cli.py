@@ -325,3 +325,210 @@ def test_layout_score_is_combined_when_clis_l_is_available(tiny_models, tmp_path
                                  "--config", str(config), "--out", str(out), "--overwrite", "--no-layout-score"])
     assert result.exit_code == 0, result.output
     assert all(r["clis_l"] is None and r["clis"] == r["clis_i"] for r in read_jsonl(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit fixes: elongated images, truncation, resume safety, bad options, generation manifests
+
+
+def _folder(tmp_path: Path, ids=("red", "blue"), caption="a cup", description=None) -> tuple[Path, Path]:
+    """images/<id>.png (plain colours) and a layouts.json with one cup per layout."""
+    images = tmp_path / "images"
+    images.mkdir(parents=True)
+    for layout_id in ids:
+        Image.new("RGB", (48, 40), layout_id).save(images / f"{layout_id}.png")
+    cup = {"id": "cup-1", "label": "cup", "bbox": [0.2, 0.2, 0.5, 0.5]}
+    if description is not None:
+        cup["description"] = description
+    layouts = tmp_path / "layouts.json"
+    layouts.write_text(json.dumps([{"id": i, "caption": caption, "objects": [cup]} for i in ids]))
+    return images, layouts
+
+
+def _score_args(images: Path, layouts: Path, out: Path, tiny_models: dict, *extra: str) -> list[str]:
+    return ["score", str(images), str(layouts), "--out", str(out), "--image-model", tiny_models["hf_clip"],
+            "--detector", "none", "--no-layout-score", "-q", *extra]
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_very_wide_image_is_an_error_record_and_the_run_goes_on(tiny_models, tmp_path):
+    # 2,000,000 x 1 pixels passes the 40 M pixel limit, but resizing its short side to the model's
+    # input would make a 2,000,000-times-wider image: billions of pixels.
+    images, layouts = _folder(tmp_path, ids=("red", "white"))
+    Image.new("RGB", (2_000_000, 1), "white").save(images / "white.png")
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, _score_args(images, layouts, out, tiny_models))
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 candidates failed" in result.output and "Traceback" not in result.output
+    red, wide = read_jsonl(out)
+    assert red["error"] is None and red["clis"] is not None
+    assert "2000000x1" in wide["error"] and "too elongated" in wide["error"] and wide["clis"] is None
+
+
+def test_truncated_caption_and_phrase_are_reported(tiny_models, tmp_path):
+    long_caption = "a small red cup standing on a wooden kitchen table " * 10  # about 100 tokens
+    long_phrase = "a cup with " + "very " * 90 + "thin handles"
+    images, layouts = _folder(tmp_path, caption=long_caption, description=long_phrase)
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, _score_args(images, layouts, out, tiny_models))
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "context" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: 1 caption and 1 object phrase")
+    assert "77 tokens" in warning[0]
+    truncation = json.loads(Path(f"{out}.manifest.json").read_text())["truncation"]
+    assert truncation == {"context_length": 77, "captions": [long_caption], "phrases": [long_phrase]}
+    assert all(list(record) == TOP_KEYS for record in read_jsonl(out))
+    # Short texts: nothing to report.
+    short_images, short_layouts = _folder(tmp_path / "short")
+    result = runner.invoke(app, _score_args(short_images, short_layouts, tmp_path / "t.jsonl", tiny_models))
+    assert result.exit_code == 0 and "context" not in result.output
+
+
+@pytest.mark.parametrize("change, field", [
+    (["--crop-margin", "0.3"], "settings.crop_margin"),
+    (["--weight", "grounding=1"], "weights.clis_i.grounding"),
+    (["--image-model", "open_clip"], "models.image_model"),
+])
+def test_resume_refuses_other_models_or_settings(tiny_models, tmp_path, change, field):
+    images, layouts = _folder(tmp_path)
+    out = tmp_path / "s.jsonl"
+    assert runner.invoke(app, _score_args(images, layouts, out, tiny_models)).exit_code == 0
+    before = out.read_text()
+    if change[0] == "--image-model":
+        change = ["--image-model", tiny_models["open_clip"]]
+    result = runner.invoke(app, [*_score_args(images, layouts, out, tiny_models), "--resume", *change])
+    assert result.exit_code == 2, result.output
+    lines = _error_lines(result.output)
+    assert len(lines) == 1 and f"{out}.manifest.json" in lines[0] and field in lines[0]
+    assert "drop --resume" in lines[0] and "another --out" in lines[0]
+    assert out.read_text() == before
+
+
+def test_resume_accepts_run_only_settings_and_needs_the_earlier_manifest(tiny_models, tmp_path):
+    images, layouts = _folder(tmp_path)
+    out = tmp_path / "s.jsonl"
+    assert runner.invoke(app, _score_args(images, layouts, out, tiny_models)).exit_code == 0
+    before = out.read_text()
+    # How the run goes (batch size, loader threads) does not change the numbers: resuming is fine.
+    result = runner.invoke(app, [*_score_args(images, layouts, out, tiny_models), "--resume", "--batch-size", "3",
+                                 "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["resumed"] == 2
+    # Without the manifest nothing can be checked: refuse rather than guess.
+    Path(f"{out}.manifest.json").unlink()
+    result = runner.invoke(app, [*_score_args(images, layouts, out, tiny_models), "--resume"])
+    assert result.exit_code == 2 and "missing" in _error_lines(result.output)[0]
+    assert out.read_text() == before
+
+
+@pytest.mark.parametrize("bad_line, problem", [
+    ("this is a log line", "not valid JSON"),
+    ('{"note": "kept by hand"}', "field 'layout_id' missing"),
+    ('{"layout_id": "red", "clis": 1, "clis_i": 1, "clis_l": null, "global": 1, "instances": [], "error": null}',
+     "field 'image' missing"),
+])
+def test_resume_refuses_lines_that_are_not_score_records(tiny_models, tmp_path, bad_line, problem):
+    images, layouts = _folder(tmp_path)
+    out = tmp_path / "s.jsonl"
+    assert runner.invoke(app, _score_args(images, layouts, out, tiny_models)).exit_code == 0
+    first, second = out.read_text().splitlines()
+    out.write_text(f"{first}\n{bad_line}\n{second}\n")
+    before = out.read_text()
+    result = runner.invoke(app, [*_score_args(images, layouts, out, tiny_models), "--resume"])
+    assert result.exit_code == 2, result.output
+    lines = _error_lines(result.output)
+    assert len(lines) == 1 and f"{out}: line 2: {problem}" in lines[0] and "Traceback" not in result.output
+    assert out.read_text() == before  # nothing truncated
+
+
+def test_resume_matches_images_however_the_folder_is_spelled(tiny_models, tmp_path, monkeypatch):
+    from clis.scorer import ScoreConfig, Scorer
+
+    images, layouts = _folder(tmp_path, ids=("red", "blue", "green"))
+    config = ScoreConfig(image_model=tiny_models["hf_clip"], detector="none", layout_score=False)
+    out = tmp_path / "s.jsonl"
+    monkeypatch.chdir(tmp_path)
+    first = Scorer(config).score_folder(Path("images"), layouts, out=out)
+    assert [r["image"] for r in first] == [str(Path("images") / f"{i}.png") for i in ("red", "blue", "green")]
+    monkeypatch.chdir(tmp_path.parent)  # another working directory, and an absolute folder
+    rescored: list[dict] = []
+    records = Scorer(config).score_folder(images.resolve(), layouts, out=out, resume=True, on_record=rescored.append)
+    assert rescored == []  # every candidate was found in the earlier output
+    spelled_now = [str(images.resolve() / f"{i}.png") for i in ("red", "blue", "green")]
+    assert [r["image"] for r in read_jsonl(out)] == spelled_now
+    assert [r["clis"] for r in records] == [r["clis"] for r in first]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "bogus"], "device: Value error, 'bogus' is not a device"),
+    (["--distractor", "background", "--distractor", " "], "distractor 1 is blank"),
+])
+def test_bad_device_and_blank_distractor_are_one_line_errors(tiny_models, tmp_path, args, message):
+    images, layouts = _folder(tmp_path)
+    result = runner.invoke(app, _score_args(images, layouts, tmp_path / "s.jsonl", tiny_models, *args))
+    assert result.exit_code == 2, result.output
+    lines = _error_lines(result.output)
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(tiny_models, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    images, layouts = _folder(tmp_path)
+    result = runner.invoke(app, _score_args(images, layouts, tmp_path / "s.jsonl", tiny_models, "--device", "cuda"))
+    assert result.exit_code == 2, result.output
+    lines = _error_lines(result.output)
+    assert len(lines) == 1 and "device 'cuda': no CUDA GPU" in lines[0] and "--device cpu" in lines[0]
+
+
+def _generation_manifest(demo_only: bool) -> dict:
+    """A candidates manifest as docs/pipeline.md describes it (written by hand, not by generators/)."""
+    return {
+        "format": "clis-candidates/1", "generator": "shapes", "config": {"width": 48, "height": 40},
+        "n": 1, "seed": 7, "demo_only": demo_only, "layouts": "layouts.json", "layouts_sha256": "0" * 64,
+        "clis_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
+        "items": [{"layout_id": "red", "status": "done", "error": None,
+                   "images": [{"path": "red.png", "k": 0, "seed": 123, "width": 48, "height": 40}]}],
+    }
+
+
+def test_generation_manifest_is_recorded_and_demo_only_warned(tiny_models, tmp_path):
+    images, layouts = _folder(tmp_path)
+    (images / "manifest.json").write_text(json.dumps(_generation_manifest(demo_only=True)))
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, _score_args(images, layouts, out, tiny_models))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "demo_only" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning:") and "'shapes'" in warnings[0]
+    generation = json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"]
+    assert generation["generator"] == "shapes" and generation["demo_only"] is True and generation["seed"] == 7
+    assert generation["manifest"] == str(images / "manifest.json") and len(generation["sha256"]) == 64
+    assert all(list(record) == TOP_KEYS for record in read_jsonl(out))  # the record keys stay fixed
+
+    (images / "manifest.json").write_text(json.dumps(_generation_manifest(demo_only=False)))
+    result = runner.invoke(app, [*_score_args(images, layouts, out, tiny_models), "--overwrite"])
+    assert result.exit_code == 0 and "demo_only" not in result.output
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"]["demo_only"] is False
+
+
+@pytest.mark.parametrize("content, warning", [
+    ("{not json", "unreadable generation manifest"),
+    ('{"format": "something-else"}', "not a clis-candidates/1 manifest"),
+    (None, None),
+])
+def test_generation_manifest_absent_or_malformed_does_not_stop_scoring(tiny_models, tmp_path, content, warning):
+    images, layouts = _folder(tmp_path)
+    if content is not None:
+        (images / "manifest.json").write_text(content)
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, _score_args(images, layouts, out, tiny_models))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == (0 if warning is None else 1)
+    if warning is not None:
+        assert warning in warnings[0] and str(images / "manifest.json") in warnings[0]
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"] is None

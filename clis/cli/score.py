@@ -125,7 +125,7 @@ def score(
     from clis.cli import fail
 
     try:
-        records, resumed, missing = _run(**locals())
+        records, resumed, missing, warnings = _run(**locals())
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
     failed = [r for r in records if r["error"] is not None]
@@ -134,6 +134,8 @@ def score(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for layout_id in missing:
         err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
+    for line in warnings:
+        err.print(f"warning: {line}", markup=False)
     if failed:
         err.print(f"error: {len(failed)} of {len(records)} candidates failed; first: {failed[0]['error']}", markup=False)
         raise typer.Exit(1)
@@ -141,7 +143,7 @@ def score(
 
 def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image_model, detector, batch_size,
          device, no_layout_score, resume, overwrite, config, weight, crop_margin, distractor, max_pixels,
-         num_workers, embedding_cache, quiet, **_: Any) -> tuple[list[dict], int, list[str]]:
+         num_workers, embedding_cache, quiet, **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
     from clis.formats import load_layouts
     from clis.scorer import ScoreConfig, Scorer, check_layouts_in_canvas
 
@@ -182,16 +184,18 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         progress.update(task, total=total, completed=done)
         progress.start_task(task)
 
-    with progress:
-        records = scorer.score_folder(
-            images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
-            on_layout_progress=on_layout_progress,
-            on_start=on_start, on_record=lambda _record: progress.advance(task),
-        )
-    scorer.close()
+    try:
+        with progress:
+            records = scorer.score_folder(
+                images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
+                on_layout_progress=on_layout_progress,
+                on_start=on_start, on_record=lambda _record: progress.advance(task),
+            )
+    finally:
+        scorer.close()  # also when --resume is refused: the embedding cache must be closed cleanly
     if csv_path is not None:
         write_csv(records, csv_path)
-    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing)
+    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing), scorer.warnings()
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Phrases that describe "no particular object". A crop that shows nothing but background
 # should prefer these over the object's own description, which is what makes the grounding
@@ -88,3 +88,13 @@ class ImageScoreConfig(BaseModel):
     # Temperature of the grounding softmax; None uses the model's learned logit scale.
     grounding_logit_scale: Optional[float] = Field(None, gt=0)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+
+    @field_validator("distractors")
+    @classmethod
+    def _no_blank_distractor(cls, value: list[str]) -> list[str]:
+        # A blank phrase has no text embedding (blank texts are never encoded), so it could not
+        # compete in the grounding softmax.
+        for index, phrase in enumerate(value):
+            if not phrase.strip():
+                raise ValueError(f"distractor {index} is blank; every distractor must name something")
+        return value

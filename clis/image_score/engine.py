@@ -47,7 +47,14 @@ from clis.image_score.functional import (
     normalize,
     xywh_to_xyxy,
 )
-from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, ImageReadError, open_image, prefetch_map
+from clis.image_score.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    ImageReadError,
+    one_line,
+    open_image,
+    prefetch_map,
+)
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout
 
@@ -106,7 +113,8 @@ class ImageScorer:
         text_cache: reuse a cache across scorers; by default an in-memory one is created.
         batch_size: image rows (whole images plus crops) per encoder forward pass.
         num_workers: background threads that decode and crop images (0: in this thread).
-        max_pixels: images with more pixels are recorded as errors without being decoded.
+        max_pixels: images with more pixels, or that the CLIP transform would enlarge past it
+            (very elongated ones), are recorded as errors without being decoded.
     """
 
     def __init__(
@@ -136,9 +144,9 @@ class ImageScorer:
 
     def prepare(self, candidate: Candidate) -> _Prepared:
         """Decode, crop and transform one candidate; failures become an error, not an exception."""
+        size = self.encoder.image_size
         try:
-            image = open_image(candidate.image, self.max_pixels)
-            size = self.encoder.image_size
+            image = open_image(candidate.image, self.max_pixels, resize_side=size)
             crops = [
                 region_crop(image, obj.bbox, size, self.config.crop_margin, self.config.min_crop_pixels)
                 for obj in candidate.layout.objects
@@ -146,8 +154,8 @@ class ImageScorer:
             pixels = self.encoder.preprocess([image, *crops])
         except ImageReadError as exc:
             return _Prepared(candidate, error=str(exc))
-        except ValueError as exc:  # e.g. a box that misses the image entirely
-            return _Prepared(candidate, error=f"{image_reference(candidate.image)}: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- a box off the image, a failing transform: the run goes on
+            return _Prepared(candidate, error=f"{image_reference(candidate.image)}: {one_line(exc)}")
         return _Prepared(candidate, pil=image if self.detector is not None else None, pixels=pixels)
 
     # -- stage 2-4: encode, detect, combine ---------------------------------------------------
@@ -180,8 +188,7 @@ class ImageScorer:
                     try:
                         found.extend(self.detector.detect([p.pil], [image_queries]))
                     except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
-                        reason = " ".join(str(exc).split()) or type(exc).__name__
-                        found.append(f"{image_reference(p.candidate.image)}: detector failed: {reason}")
+                        found.append(f"{image_reference(p.candidate.image)}: detector failed: {one_line(exc)}")
         return found
 
     def _query(self, obj: Any) -> str:

@@ -1,8 +1,8 @@
 """Reading candidate images safely, and a background loader that keeps the encoder busy.
 
-Every way an image can be unusable (missing, not an image, truncated, too many pixels) ends
-as an :class:`ImageReadError` with a one-line reason, so a scoring run records it for that
-candidate and goes on.
+Every way an image can be unusable (missing, not an image, truncated, too many pixels, too
+elongated to resize) ends as an :class:`ImageReadError` with a one-line reason, so a scoring
+run records it for that candidate and goes on.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar, Union
+from typing import Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -29,15 +29,47 @@ class ImageReadError(Exception):
     """A candidate image that cannot be scored; ``str()`` is a one-line reason."""
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text (its type name when it has no message)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
 
 
-def open_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def check_size(name: str, width: int, height: int, max_pixels: int, resize_side: Optional[int] = None) -> None:
+    """Raise ImageReadError when an image of this size must not be decoded or transformed.
+
+    Two limits, both from the header size alone: the decoded pixels, and, with
+    ``resize_side``, the pixels after CLIP's transform resizes the *short* side to
+    ``resize_side``. The second catches images that are small but very elongated: a
+    2,000,000x1 strip has only 2 M pixels, yet resizing its short side to 224 would make a
+    448,000,000x224 image and exhaust memory.
+    """
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageReadError(
+            f"{name}: {width}x{height} = {pixels} pixels exceeds the limit of {max_pixels} (raise it with --max-pixels)"
+        )
+    if resize_side is None:
+        return
+    short, long = min(width, height), max(width, height)
+    if short < 1:
+        raise ImageReadError(f"{name}: {width}x{height} has no pixels")
+    resized_long = resize_side * long // short  # what the shortest-edge resize makes of the long side
+    if resize_side * resized_long > max_pixels:
+        raise ImageReadError(
+            f"{name}: {width}x{height} is too elongated (aspect ratio {long / short:.0f}:1): resizing its short "
+            f"side to the model's {resize_side} px would make {resize_side * resized_long} pixels, past the limit "
+            f"of {max_pixels}"
+        )
+
+
+def open_image(
+    image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS, resize_side: Optional[int] = None
+) -> Image.Image:
     """Decode ``image`` (a path or a PIL image) fully into RGB, or raise ImageReadError.
 
-    The pixel limit is checked from the file header, before any pixel is decoded.
+    The size limits of :func:`check_size` are checked from the file header, before any pixel
+    is decoded.
 
     Example:
         >>> open_image("no/such/file.png")
@@ -46,9 +78,7 @@ def open_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
         clis.image_score.images.ImageReadError: no/such/file.png: file not found
     """
     if isinstance(image, Image.Image):
-        pixels = image.width * image.height
-        if pixels > max_pixels:
-            raise ImageReadError(f"<image>: {image.width}x{image.height} = {pixels} pixels exceeds the limit of {max_pixels}")
+        check_size("<image>", image.width, image.height, max_pixels, resize_side)
         return image if image.mode == "RGB" else image.convert("RGB")
     path = Path(image)
     if not path.exists():
@@ -60,12 +90,7 @@ def open_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
             # Our own limit replaces PIL's decompression-bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as handle:
-                pixels = handle.width * handle.height
-                if pixels > max_pixels:
-                    raise ImageReadError(
-                        f"{path}: {handle.width}x{handle.height} = {pixels} pixels exceeds the limit of "
-                        f"{max_pixels} (raise it with --max-pixels)"
-                    )
+                check_size(str(path), handle.width, handle.height, max_pixels, resize_side)
                 handle.load()
                 return handle.convert("RGB")
     except ImageReadError:
@@ -73,10 +98,10 @@ def open_image(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file (PIL cannot identify it)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{path}: {_one_line(exc)}") from None
+        raise ImageReadError(f"{path}: {one_line(exc)}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated files raise OSError("image file is truncated ..."), broken headers SyntaxError.
-        raise ImageReadError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
+        raise ImageReadError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
 
 
 def prefetch_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, depth: int = 16) -> Iterator[R]:

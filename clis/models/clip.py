@@ -6,7 +6,10 @@ backend the outputs are exactly ``CLIPModel.get_image_features`` / ``get_text_fe
 ``CLIPProcessor`` inputs, which is what torchmetrics' ``CLIPScore`` computes with.
 
 Long captions are truncated to the model's context length, like every CLIP tool does, but
-never silently: ``encode_texts`` returns one ``truncated`` flag per text.
+never silently: ``encode_texts`` returns one ``truncated`` flag per text. The cut keeps the end
+token (``[SOT] first tokens [EOT]``, as open_clip's tokenizer does), because CLIP pools the text
+embedding there; torchmetrics' CLIPScore cuts the token ids instead and loses it, so the two
+agree only on texts within the context (see ``docs/clis-i.md``).
 """
 
 from __future__ import annotations
@@ -122,13 +125,21 @@ class ClipEncoder:
         tokenizer = self._processor.tokenizer
         return [len(ids) for ids in tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]]
 
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """One flag per text: True when it is longer than the context and will be cut.
+
+        Cut texts keep their start and end tokens (``[SOT] first tokens [EOT]``): CLIP pools
+        the text embedding at the end token, so it must survive the cut.
+        """
+        return [n > self.context_length for n in self._token_counts(list(texts))] if texts else []
+
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         """Texts -> (embeddings ``[N, D]`` not normalised, one ``truncated`` flag per text)."""
         texts = list(texts)
         if not texts:
             return torch.empty(0, self.embed_dim, device=self.device, dtype=self.dtype), []
-        truncated = [n > self.context_length for n in self._token_counts(texts)]
+        truncated = self.truncated(texts)
         if self.backend == "open_clip":
             tokens = self._tokenizer(texts).to(self.device)
             return self.model.encode_text(tokens), truncated
