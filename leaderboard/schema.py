@@ -81,6 +81,9 @@ class ResultRow(BaseModel):
     scores_file: str | None = None
     layouts_file: str | None = None
     images_root: str | None = None
+    # The models this row's scores were made with (a study that read scores takes them from
+    # each scores file's manifest); may nest, e.g. the layout scorer's whole manifest.
+    models: dict[str, Any] = Field(default_factory=dict)
 
 
 class InputRecord(BaseModel):
@@ -110,6 +113,9 @@ class BenchResult(BaseModel):
     rows: list[ResultRow]
     tables: dict[str, Any] = Field(default_factory=dict)
     figures: list[str] = Field(default_factory=list)
+    # The manifest of a scorer the study ran itself (models with fingerprints, the layout
+    # scorer's manifest, weights, settings, environment); null when it read scores.
+    scorer: dict[str, Any] | None = None
 
     # Where the file was read from; relative paths in rows are resolved against its folder.
     source: Path | None = Field(default=None, exclude=True)

@@ -56,7 +56,7 @@ from leaderboard.details import (
 )
 from leaderboard.exports import direction_mark, write_exports
 from leaderboard.schema import BenchResult, ResultFileError, collect_result_files, load_result
-from leaderboard.table import Board, BoardRow, build_boards, format_interval, format_number, slugify
+from leaderboard.table import Board, BoardRow, build_boards, flatten_provenance, format_interval, format_number, slugify
 
 # Written into every site this builder makes: only folders holding it are ever cleaned.
 MARKER = ".clis-leaderboard"
@@ -124,6 +124,7 @@ def _environment() -> Environment:
     env.filters["number"] = format_number
     env.filters["interval"] = format_interval
     env.filters["arrow"] = direction_mark
+    env.filters["flat"] = flatten_provenance  # nested provenance as dotted-key rows, never str(dict)
     return env
 
 

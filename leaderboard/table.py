@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from leaderboard.config import LeaderboardConfig
 from leaderboard.schema import BenchResult, Interval, MetricDef, ResultRow
@@ -44,6 +46,47 @@ def format_interval(interval: Interval | None, decimals: int) -> str:
     if interval.ci_low is not None and interval.ci_high is not None:
         text += f" [{format_number(interval.ci_low, decimals)}, {format_number(interval.ci_high, decimals)}]"
     return text
+
+
+def _provenance_key(prefix: str, key: Any) -> str:
+    key = str(key)
+    if re.fullmatch(r"[^.\[\]\s]+", key):
+        return f"{prefix}.{key}" if prefix else key
+    # Quoted, so that "model.safetensors" does not read as two levels.
+    return f"{prefix}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def provenance_text(value: Any) -> str:
+    """One leaf of provenance as text: strings as they are, anything else as JSON (never ``str(dict)``)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def flatten_provenance(mapping: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested models/settings/scorer entries as ``(dotted key, text)`` rows, in file order.
+
+    Dicts open into ``parent.child`` keys, lists holding dicts or lists into ``parent[i]``;
+    a list of plain values stays one row (``["a", "b"]``), so does an empty dict or list.
+
+    Example:
+        >>> flatten_provenance({"image_model": "hf:x", "layout": {"llm": {"spec": "hf:y"}, "pool": None},
+        ...                     "files": {"model.safetensors": "ab"}, "q": [["a", "b"]], "tags": [1, 2]})
+        [('image_model', 'hf:x'), ('layout.llm.spec', 'hf:y'), ('layout.pool', 'null'), ('files["model.safetensors"]', 'ab'), ('q[0]', '["a", "b"]'), ('tags', '[1, 2]')]
+    """
+    if isinstance(mapping, dict) and mapping:
+        items = [(_provenance_key(prefix, key), value) for key, value in mapping.items()]
+    elif isinstance(mapping, list) and any(isinstance(v, (dict, list)) for v in mapping):
+        items = [(f"{prefix}[{i}]", value) for i, value in enumerate(mapping)]
+    else:
+        return [(prefix, provenance_text(mapping))]
+    rows: list[tuple[str, str]] = []
+    for key, value in items:
+        rows.extend(flatten_provenance(value, key))
+    return rows
 
 
 def slugify(text: str, fallback: str = "row") -> str:
@@ -142,8 +185,10 @@ def _sort_rows(rows: list[BoardRow], key: str | None, descending: bool) -> list[
 
 
 def _differing_settings(results: list[BenchResult]) -> list[str]:
-    keys = sorted({k for r in results for k in r.settings})
-    return [k for k in keys if len({repr(r.settings.get(k)) for r in results}) > 1]
+    # Flattened, so a note names the nested setting that differs (``layout.llm``), not its parent.
+    flat = [dict(flatten_provenance(r.settings)) for r in results]
+    keys = sorted({k for f in flat for k in f})
+    return [k for k in keys if len({f.get(k) for f in flat}) > 1]
 
 
 def _unique_slug(base: str, used: set[str]) -> str:

@@ -46,6 +46,24 @@ CANDIDATES = [
     ("a/3.png", (120, 40, 90), 70.0, 80.0),
 ]
 BOX = [0.25, 0.25, 0.5, 0.5]
+# Nested provenance as benchmarks write it: the layout scorer's whole manifest under
+# models.layout, and the scorer's manifest (fingerprints, weights, settings) as `scorer`.
+LAYOUT_MANIFEST = {
+    "metric": "clis_l",
+    "llm": {"spec": "hf:tiny/lm", "sha256": "cd" * 32, "files": {"model.safetensors": "cd" * 32}},
+    "prompts": {"vertical_templates": ["The {upper} is above the {lower}.", MALICIOUS]},
+}
+NESTED_MODELS = {"image_model": "hf:openai/clip-vit-base-patch32", "detector": MALICIOUS, "layout": LAYOUT_MANIFEST}
+SCORER = {
+    "tool": "clis", "version": "0.1.0",
+    "models": {"image_model": {"spec": "hf:openai/clip-vit-base-patch32", "sha256": "ef" * 32}, "detector": None,
+               "layout": LAYOUT_MANIFEST},
+    "weights": {"clis": {"image": 0.5, "layout": 0.5}, "layout_score_used": True},
+    "settings": {MALICIOUS: {"margin": 0.1}},
+    "truncated_texts": [],
+}
+# gligen's scores were made with other models than the run's (a row read from its own scores file).
+GLIGEN_MODELS = {"image_model": "hf:other/clip", "layout": {"llm": {"spec": "hf:tiny/other-lm"}}}
 
 
 def scores_line(layout_id: str, image: str, clis: float | None, instance_score: float | None, label: str = "cup") -> str:
@@ -103,10 +121,12 @@ def write_bench(root: Path) -> Path:
     (root / "bench" / "layouts.json").write_text(json.dumps(layouts))
     gligen = generator_row("gligen") | {
         "scores_file": "gligen/scores.jsonl", "layouts_file": "layouts.json", "images_root": "../candidates/gligen",
+        "models": GLIGEN_MODELS,
     }
-    instdiff = generator_row("instdiff") | {"scores_file": "instdiff/scores.jsonl"}
+    instdiff = generator_row("instdiff") | {"scores_file": "instdiff/scores.jsonl", "models": NESTED_MODELS}
     path = root / "bench" / "result.json"
-    path.write_text(json.dumps(result_document([gligen, instdiff, generator_row(MALICIOUS)]), indent=2))
+    document = result_document([gligen, instdiff, generator_row(MALICIOUS)], models=NESTED_MODELS, scorer=SCORER)
+    path.write_text(json.dumps(document, indent=2))
     return path
 
 
@@ -119,6 +139,7 @@ class TableReader(HTMLParser):
         self.links: list[str] = []
         self.scripts: list[dict] = []
         self._cell: list[str] | None = None
+        self._caption: list[str] | None = None
         self._in_head = False
 
     def handle_starttag(self, tag, attrs):
@@ -129,7 +150,9 @@ class TableReader(HTMLParser):
         if tag == "script":
             self.scripts.append(attrs)
         if tag == "table":
-            self.tables.append({"id": attrs.get("id"), "head": [], "rows": []})
+            self.tables.append({"id": attrs.get("id"), "caption": "", "head": [], "rows": []})
+        elif tag == "caption":
+            self._caption = []
         elif tag == "thead":
             self._in_head = True
         elif tag == "tbody":
@@ -140,6 +163,9 @@ class TableReader(HTMLParser):
             self._cell = []
 
     def handle_endtag(self, tag):
+        if tag == "caption" and self._caption is not None and self.tables:
+            self.tables[-1]["caption"] = " ".join("".join(self._caption).split())
+            self._caption = None
         if tag in ("td", "th") and self._cell is not None and self.tables:
             text = " ".join("".join(self._cell).split())
             target = self.tables[-1]["head"] if self._in_head else self.tables[-1]["rows"][-1]
@@ -149,12 +175,25 @@ class TableReader(HTMLParser):
     def handle_data(self, data):
         if self._cell is not None:
             self._cell.append(data)
+        if self._caption is not None:
+            self._caption.append(data)
 
 
 def read_html(path: Path) -> TableReader:
     reader = TableReader()
     reader.feed(path.read_text(encoding="utf-8"))
     return reader
+
+
+def kv_tables(path: Path) -> dict[str, dict[str, str]]:
+    """Every key/value table of a page (models, settings, scorer) by caption: ``{key: value}``."""
+    return {t["caption"]: {row[0]: row[1] for row in t["rows"]} for t in read_html(path).tables if t["caption"]}
+
+
+def assert_no_raw_dicts(text: str) -> None:
+    """Provenance must never be printed as Python's ``str(dict)``, escaped or not."""
+    for raw in ("{'", "{&#39;", "{&#x27;", "{&apos;", "None", "True", "False"):
+        assert raw not in text, raw
 
 
 def board_table(path: Path, study: str = "compare") -> dict:
@@ -223,12 +262,57 @@ def test_lower_is_better_metric_sorts_ascending(tmp_path):
 def test_metric_definitions_and_provenance_are_on_the_index(site):
     text = site.index.read_text()
     assert "mean CLIS over candidates" in text and "mean CLIS-I over candidates" in text
-    tables = read_html(site.index).tables
-    settings = {row[0]: row[1] for t in tables for row in t["rows"] if len(row) == 2}
+    tables = kv_tables(site.index)
+    settings = tables["Settings"]
     assert settings["bootstrap"] == "1000" and settings["seed"] == "0" and settings["confidence"] == "0.95"
-    assert settings["image_model"] == "hf:openai/clip-vit-base-patch32"
+    assert tables["Models"]["image_model"] == "hf:openai/clip-vit-base-patch32"
     assert "0.1.0" in text  # the clis version of the run
     assert "ab" * 32 in text  # input checksum
+
+
+def test_nested_provenance_is_shown_as_dotted_key_rows(site):
+    tables = kv_tables(site.index)
+    models = tables["Models"]
+    assert models["detector"] == MALICIOUS  # the parser unescapes: the page holds it escaped
+    assert models["layout.metric"] == "clis_l" and models["layout.llm.spec"] == "hf:tiny/lm"
+    assert models['layout.llm.files["model.safetensors"]'] == "cd" * 32  # a dot in a key is quoted
+    assert json.loads(models["layout.prompts.vertical_templates"]) == LAYOUT_MANIFEST["prompts"]["vertical_templates"]
+    scorer = tables["Scorer"]
+    assert scorer["tool"] == "clis" and scorer["models.image_model.sha256"] == "ef" * 32
+    assert scorer["models.detector"] == "null" and scorer["models.layout.llm.spec"] == "hf:tiny/lm"
+    assert scorer["weights.clis.layout"] == "0.5" and scorer["weights.layout_score_used"] == "true"
+    assert scorer[f"settings.{MALICIOUS}.margin"] == "0.1" and scorer["truncated_texts"] == "[]"
+    # A row whose scores were made with other models shows them; one with the run's models does not.
+    assert tables["Models of gligen"] == {"image_model": "hf:other/clip", "layout.llm.spec": "hf:tiny/other-lm"}
+    assert "Models of instdiff" not in tables
+    text = site.index.read_text()
+    assert re.search(r"<details[^>]*>\s*<summary>Scorer manifest[^<]*\(\d+ entries\)</summary>\s*<table class=\"kv\">\s*<caption>Scorer<", text)
+    gligen = kv_tables(page_for(site, "gligen"))
+    assert gligen["Models of this row (from its scores file's manifest)"]["layout.llm.spec"] == "hf:tiny/other-lm"
+    assert gligen["Scorer"] == scorer and "Models of gligen" not in gligen
+    assert not any(caption.startswith("Models of") for caption in kv_tables(page_for(site, "instdiff")))
+    for page in [site.index, *site.pages]:
+        assert_no_raw_dicts(page.read_text())
+
+
+def test_scorer_must_be_an_object_or_null(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(result_document([generator_row("gligen")], scorer=None)))
+    assert load_result(path).scorer is None
+    path.write_text(json.dumps(result_document([generator_row("gligen")], scorer="clis 0.1.0")))
+    with pytest.raises(ResultFileError, match=r"result.json: scorer: "):
+        load_result(path)
+
+
+def test_a_differing_nested_setting_is_named(tmp_path):
+    paths = []
+    for i, llm in enumerate(["hf:tiny/lm", "hf:big/lm"]):
+        rows = [{"name": f"g{i}", "values": {"clis_mean": {"value": 50.0 + i}}}]
+        document = result_document(rows, settings={"seed": 0, "layout": {"llm": llm, "batch_size": 8}})
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(document))
+    report = build_site(paths, tmp_path / "site")
+    assert report.boards[0].notes == ["rows come from runs with different settings (layout.llm); compare them with care"]
 
 
 def test_studies_get_separate_tables(tmp_path, bench):
@@ -567,8 +651,10 @@ def test_add_keeps_a_submission_that_rebuilds_with_its_row_pages(bench, tmp_path
 
 @pytest.mark.slow
 def test_site_from_an_end_to_end_run_with_tiny_models(tiny_models, tmp_path):
-    """Generate candidates (shapes generator), score them with a tiny CLIP through
-    ``clis bench compare``'s Python API, and build the site from the result file it wrote."""
+    """Generate candidates (shapes generator), score them with a tiny CLIP and a tiny LM for
+    CLIS-L through ``clis bench compare``'s Python API, and build the site from the result file
+    it wrote: its nested provenance (CLIS-L manifest, scorer manifest) reads as key/value rows."""
+    pytest.importorskip("clis.layout_score")
     from benchmarks.compare import compare
     from benchmarks.stats import BootstrapConfig
     from clis.formats import save_layouts
@@ -591,7 +677,8 @@ def test_site_from_an_end_to_end_run_with_tiny_models(tiny_models, tmp_path):
         [f"tight={tmp_path / 'candidates' / 'tight'}", f"loose={tmp_path / 'candidates' / 'loose'}"],
         tmp_path / "bench",
         layouts_path=layouts_path,
-        score_config={"image_model": tiny_models["hf_clip"], "detector": "none", "layout_score": False},
+        score_config={"image_model": tiny_models["hf_clip"], "detector": "none",
+                      "layout": {"llm": tiny_models["causal_lm"], "text_embedder": "none"}},
         bootstrap=BootstrapConfig(n_resamples=50, seed=0),
         plot=False,
     )
@@ -613,3 +700,26 @@ def test_site_from_an_end_to_end_run_with_tiny_models(tiny_models, tmp_path):
         page = (out / "rows" / f"compare-{row.name}.html").read_text()
         assert MALICIOUS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert "not found" not in page
+        assert_no_raw_dicts(page)
+
+    # The result as written: the layout scorer's manifest under models.layout, and `scorer`.
+    written = json.loads((tmp_path / "bench" / "result.json").read_text())
+    assert isinstance(written["models"]["layout"], dict) and isinstance(written["scorer"], dict)
+    assert load_result(tmp_path / "bench" / "result.json").scorer == written["scorer"]
+    text = (out / "index.html").read_text()
+    assert_no_raw_dicts(text)
+    tables = kv_tables(out / "index.html")
+    models, scorer = tables["Models"], tables["Scorer"]
+    assert models["image_model"] == tiny_models["hf_clip"] and models["detector"] == "none"
+    assert models["layout.metric"] == "clis_l"
+    assert models["layout.llm.spec"] == models["layout.settings.llm"] == tiny_models["causal_lm"]
+    assert models["layout.llm.sha256"] == written["models"]["layout"]["llm"]["sha256"]
+    assert models["layout.settings.weights.llm"] == str(written["models"]["layout"]["settings"]["weights"]["llm"])
+    assert not any(value.startswith("{") for value in [*models.values(), *scorer.values()])  # every dict was opened
+    assert scorer["models.image_model.spec"] == tiny_models["hf_clip"]
+    assert re.fullmatch(r"[0-9a-f]{64}", scorer["models.image_model.sha256"])
+    assert scorer["models.layout.llm.spec"] == tiny_models["causal_lm"]
+    assert scorer["weights.layout_score_used"] == "true" and scorer["weights.clis.layout"] == "0.5"
+    assert scorer["settings.layout.llm"] == tiny_models["causal_lm"]
+    assert scorer["environment.python"] == written["scorer"]["environment"]["python"]
+    assert "Models of tight" not in tables  # rows carry the run's own models: nothing to repeat

@@ -1,8 +1,9 @@
 """The built leaderboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
 
 Checks what only a browser can: the page loads with no console errors and no network
-request, the table has the expected rows, clicking a header re-sorts it, and a malicious
-label is shown as text (no script runs, no dialog opens). A screenshot is saved in the test's
+request, the table has the expected rows, clicking a header re-sorts it, the scorer's
+manifest opens from its summary, and a malicious label is shown as text (no script runs, no
+dialog opens). A screenshot is saved in the test's
 tmp folder.
 """
 
@@ -104,6 +105,17 @@ def test_leaderboard_in_headless_chromium(browser, site, tmp_path):
         # The malicious generator name is text: it is visible as typed and no script ran.
         assert MALICIOUS in watched.names()
         assert watched.page.locator("script").count() == 1  # the sorter only
+
+        # Nested provenance: dotted-key rows; the scorer's manifest opens from its summary.
+        models = watched.page.locator("table.kv", has=watched.page.locator("caption", has_text="Models")).first
+        assert models.locator("tr", has_text="layout.llm.spec").inner_text().split() == ["layout.llm.spec", "hf:tiny/lm"]
+        scorer = watched.page.locator("details.scorer")
+        scorer_row = scorer.locator("tr", has_text="weights.clis.layout")
+        assert not scorer_row.is_visible()
+        scorer.locator("summary").click()
+        assert scorer_row.is_visible() and scorer_row.inner_text().split() == ["weights.clis.layout", "0.5"]
+        assert scorer.locator("th", has_text=f"settings.{MALICIOUS}.margin").is_visible()  # a key shown as text
+        assert "{'" not in watched.page.locator("body").inner_text()
 
         # A row page: its malicious instance label and caption are text too.
         watched.page.locator("#board-compare a", has_text="gligen").click()
