@@ -7,15 +7,17 @@ docs/results-schema.md) with its plots as PNG and SVG beside it, and prints a su
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import BenchResult
-from benchmarks.stats import BootstrapConfig
 from clis.errors import ClisError
+
+if TYPE_CHECKING:  # the studies (scipy, seaborn) are imported by the commands that run them
+    from benchmarks.results import BenchResult
+    from benchmarks.stats import BootstrapConfig
 
 app = typer.Typer(
     name="bench",
@@ -36,6 +38,8 @@ NoPlotOption = typer.Option(False, "--no-plot", help="Skip the seaborn figures."
 
 
 def _bootstrap(resamples: int, confidence: float, seed: int) -> BootstrapConfig:
+    from benchmarks.stats import BootstrapConfig
+
     return BootstrapConfig(n_resamples=resamples, confidence=confidence, seed=seed)
 
 

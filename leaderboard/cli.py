@@ -14,8 +14,6 @@ from rich.console import Console
 
 from clis.errors import ClisError
 from leaderboard.config import DEFAULT_CONFIG_PATH, DEFAULT_RESULTS_DIR, load_config
-from leaderboard.site import build_site
-from leaderboard.submit import add_result
 
 app = typer.Typer(
     name="leaderboard",
@@ -47,6 +45,8 @@ def build(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no notes, only errors."),
 ) -> None:
     """Build a static site (index, one page per row, Markdown and CSV exports) that needs no network."""
+    from leaderboard.site import build_site  # matplotlib, seaborn: only when building
+
     try:
         settings = load_config(config)
         report = build_site(results or [DEFAULT_RESULTS_DIR], out, settings, show_progress=not quiet)
@@ -82,6 +82,8 @@ def add(
     if name is not None and len(results) > 1:
         err_console.print("error: --name needs exactly one result file", markup=False)
         raise typer.Exit(2)
+    from leaderboard.submit import add_result
+
     try:
         for path in results:
             kept = add_result(path, results_dir, name=name, replace=replace)

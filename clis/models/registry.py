@@ -17,15 +17,11 @@ import torch
 from clis.errors import ModelSpecError
 from clis.models import embedded, hub
 from clis.models.cache import weights_fingerprint
+from clis.models.defaults import (  # noqa: F401 - re-exported, defined without torch
+    DEFAULT_CLIP, DEFAULT_DETECTOR, DEFAULT_LLM, DEFAULT_SAM, DEFAULT_TEXT_EMBEDDER, OWLV2_DETECTOR,
+)
 from clis.models.loaders import check_task, load_hf_dir, load_open_clip, torch_dtype
 from clis.models.spec import ModelSpec, parse_spec
-
-DEFAULT_CLIP = "hf:openai/clip-vit-base-patch32"
-DEFAULT_DETECTOR = "hf:IDEA-Research/grounding-dino-tiny"
-OWLV2_DETECTOR = "hf:google/owlv2-base-patch16-ensemble"
-DEFAULT_LLM = "embedded:smollm2"
-DEFAULT_TEXT_EMBEDDER = "embedded:minilm"
-DEFAULT_SAM = "hf:facebook/sam-vit-base"
 
 _EMBEDDED_TASK = {"smollm2": "causal-lm", "minilm": "text-embedding"}
 

@@ -1,0 +1,12 @@
+"""Default model specs: plain constants, no torch.
+
+Kept apart from :mod:`clis.models.registry` so that ``clis --help`` (whose option defaults
+show these specs) does not have to import torch.
+"""
+
+DEFAULT_CLIP = "hf:openai/clip-vit-base-patch32"
+DEFAULT_DETECTOR = "hf:IDEA-Research/grounding-dino-tiny"
+OWLV2_DETECTOR = "hf:google/owlv2-base-patch16-ensemble"
+DEFAULT_LLM = "embedded:smollm2"
+DEFAULT_TEXT_EMBEDDER = "embedded:minilm"
+DEFAULT_SAM = "hf:facebook/sam-vit-base"
