@@ -34,6 +34,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel, ValidationError
 
 from clis.errors import LayoutFileError
+from clis.files import write_text_atomic
 from clis.layout import Layout, LayoutObject, cross_reference_problems, label_from_object_name
 
 FORMATS = ("canonical", "acp", "coco")
@@ -693,7 +694,8 @@ def layout_to_record(layout: Layout) -> dict[str, Any]:
 
 
 def save_layouts(layouts: Iterable[Layout], path: str | Path, format: str = "canonical") -> Path:
-    """Write layouts as canonical JSON (default), ``acp`` or ``coco``."""
+    """Write layouts as canonical JSON (default), ``acp`` or ``coco``, atomically: an interrupted
+    write (``clis plan`` saves after every layout) leaves the previous complete file."""
     layouts = list(layouts)
     if format == "canonical":
         data: Any = [layout_to_record(layout) for layout in layouts]
@@ -705,8 +707,7 @@ def save_layouts(layouts: Iterable[Layout], path: str | Path, format: str = "can
         raise ValueError(f"unknown layout format {format!r}; expected one of {', '.join(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def boxes_close(a: Iterable[float], b: Iterable[float], tol: float = 1e-9) -> bool:

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from typing import Annotated, Any
@@ -164,6 +166,15 @@ class Layout(BaseModel):
         return cross_reference_problems(
             [o.id for o in self.objects], [(r.subject, r.object) for r in self.relations]
         )
+
+
+def layout_sha256(layout: Layout) -> str:
+    """Hash of the layout's canonical JSON (sorted keys, no spaces): the same layout read from
+    any file format hashes the same. ``clis generate`` records it per layout, so resuming and
+    ``clis score`` can tell when a layout changed since its images were made."""
+    data = layout.model_dump(mode="json", exclude_none=True)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cross_reference_problems(

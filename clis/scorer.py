@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -35,13 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import clis
 from clis.errors import InputError, ModelUnavailableError
+from clis.files import write_text_atomic
 from clis.image_score.config import ImageScoreConfig
 from clis.image_score.detection import Detector
 from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
 from clis.image_score.functional import weighted_mean
 from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, one_line
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
-from clis.layout import Layout
+from clis.layout import Layout, layout_sha256
 
 RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error")
 
@@ -313,11 +313,12 @@ def check_device(device: str) -> None:
         raise InputError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
 
 
-def read_generation(images_dir: str | Path) -> tuple[Optional[dict], list[str]]:
+def read_generation(images_dir: str | Path, layouts: Sequence[Layout] = ()) -> tuple[Optional[dict], list[str]]:
     """What `clis generate` recorded about the candidates in ``images_dir``, and warnings.
 
     Scoring does not depend on it: without the file this is ``(None, [])``, and a file that
-    cannot be read only gives a warning.
+    cannot be read only gives a warning. ``layouts_differ`` lists the ``layouts`` whose hash is
+    not the one recorded for their id: their images were made from another version of them.
     """
     path = Path(images_dir) / GENERATION_MANIFEST
     if not path.is_file():
@@ -343,6 +344,7 @@ def read_generation(images_dir: str | Path) -> tuple[Optional[dict], list[str]]:
         "layouts": data.get("layouts"),
         "layouts_sha256": data.get("layouts_sha256"),
         "clis_version": data.get("clis_version"),
+        "layouts_differ": _layouts_differ(data.get("items"), layouts),
     }
     warnings = []
     if generation["demo_only"] is True:
@@ -350,17 +352,33 @@ def read_generation(images_dir: str | Path) -> tuple[Optional[dict], list[str]]:
             f"{path}: made by the {generation['generator']!r} generator, which is demo_only: these images are "
             "for demos and tests, not training data"
         )
+    differ = generation["layouts_differ"]
+    if differ:
+        shown = ", ".join(differ[:3]) + (", …" if len(differ) > 3 else "")
+        warnings.append(
+            f"{_count(len(differ), 'layout')} {'differs' if len(differ) == 1 else 'differ'} from the ones "
+            f"{images_dir} was generated from ({shown}); their boxes may not match the images (listed in the "
+            "manifest under run.generation.layouts_differ)"
+        )
     return generation, warnings
 
 
+def _layouts_differ(items: Any, layouts: Sequence[Layout]) -> list[str]:
+    """Ids of ``layouts`` whose ``layout_sha256`` is not the one the candidates manifest has for that id.
+
+    Layouts the manifest does not list, and items without a hash (older manifests), cannot be
+    compared and are left out; a hand-written manifest may hold anything, so odd items are skipped.
+    """
+    recorded = {
+        item["layout_id"]: item["layout_sha256"]
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("layout_id"), str) and isinstance(item.get("layout_sha256"), str)
+    }  # fmt: skip
+    return [layout.id for layout in layouts if layout.id in recorded and recorded[layout.id] != layout_sha256(layout)]
+
+
 def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def _count(n: int, noun: str) -> str:
@@ -552,7 +570,7 @@ class Scorer:
         order = [(layout_id, str(path)) for layout_id, path in discovery.pairs()]
         self.discovery = discovery
         self.layouts_source = layouts_source
-        self.generation, self._generation_warnings = read_generation(images_dir)
+        self.generation, self._generation_warnings = read_generation(images_dir, layouts)
         self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order)])
 
         done: dict[tuple[str, str], dict] = {}
@@ -672,12 +690,7 @@ class Scorer:
         return data
 
     def write_manifest(self, out: str | Path) -> Path:
-        path = manifest_path(out)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.manifest(), handle, indent=2)
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(manifest_path(out), json.dumps(self.manifest(), indent=2))
 
     def close(self) -> None:
         self.text_cache.close()

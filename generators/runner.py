@@ -19,7 +19,8 @@ from typing import Any
 
 from clis import __version__ as clis_version
 from clis.errors import InputError
-from clis.layout import Layout
+from clis.files import write_text_atomic
+from clis.layout import Layout, layout_sha256
 
 from generators.base import GenerationError, GeneratorAdapter, candidate_seeds
 
@@ -34,9 +35,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
@@ -51,13 +50,6 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path}: field 'format': not a {MANIFEST_FORMAT} manifest")
     return data
-
-
-def layout_sha256(layout: Layout) -> str:
-    """Hash of the layout's canonical JSON (sorted keys, no spaces): what its images were made from."""
-    data = layout.model_dump(mode="json", exclude_none=True)
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _item_complete(item: dict[str, Any], layout: Layout, out_dir: Path, n: int) -> bool:

@@ -218,3 +218,29 @@ def test_cli_pick_bad_scores_line_is_one_line_error(tmp_path, capsys):
     scores.write_text(json.dumps({"image": "x.png"}) + "\n")
     code, output = run_cli(["pick", str(candidates), str(layouts), "--scores", str(scores), "--out", str(tmp_path / "ds")], capsys)
     assert code == 2 and "line 1: field 'layout_id'" in output
+
+
+def test_cli_pick_warns_like_score_and_marks_demo_only_datasets(tiny_models, tmp_path, capsys):
+    long_caption = "a small red cup standing on a wooden kitchen table " * 10  # about 100 tokens, CLIP reads 77
+    layouts = save_layouts([LAYOUTS[0].model_copy(update={"caption": long_caption}), LAYOUTS[1]], tmp_path / "layouts.json")
+    candidates = tmp_path / "cand"
+    code, output = run_cli(["generate", str(layouts), "-g", "shapes", "--n", "2", "--out", str(candidates)], capsys)
+    assert code == 0, output
+    code, output = run_cli(
+        ["pick", str(candidates), str(layouts), "--out", str(tmp_path / "ds"), "--image-model", tiny_models["hf_clip"],
+         "--detector", "none", "--no-layout-score"], capsys,
+    )  # fmt: skip
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2 and "'shapes' generator, which is demo_only" in warnings[0]
+    assert warnings[1].startswith("warning: 1 caption and 0 object phrases are longer than the CLIP text context")
+    generation = json.loads((tmp_path / "ds" / "summary.json").read_text())["generation"]
+    assert generation["generator"] == "shapes" and generation["demo_only"] is True
+    # Picking from those scores again (no scoring now) marks the new dataset the same way.
+    code, output = run_cli(
+        ["pick", str(candidates), str(layouts), "--scores", str(tmp_path / "ds" / "scores.jsonl"),
+         "--out", str(tmp_path / "ds2")], capsys,
+    )  # fmt: skip
+    assert code == 0, output
+    assert [line for line in output.splitlines() if line.startswith("warning:")] == warnings[:1]
+    assert json.loads((tmp_path / "ds2" / "summary.json").read_text())["generation"]["demo_only"] is True

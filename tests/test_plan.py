@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -314,3 +318,77 @@ def test_cli_plan_saves_what_was_planned_when_the_run_aborts(tmp_path, capsys):
     assert [layout.id for layout in load_layouts(out)] == ["000-cat-sofa-0"]
     report = json.loads((tmp_path / "layouts.plan.json").read_text())
     assert "HTTP 401" in report["aborted"] and [r["layout_id"] for r in report["records"]] == ["000-cat-sofa-0"]
+
+
+class _Killed(BaseException):
+    """What a run ended from outside looks like to the code: not an Exception."""
+
+
+class _WatchingPlanner:
+    """A chat backend that answers like ``careful_planner`` and, at the first request of each
+    slot, notes the layout ids --out holds at that moment (None: no file yet)."""
+
+    mode = "json"
+
+    def __init__(self, out, kill_at=None):
+        self.out, self.kill_at, self.seen = out, kill_at, []
+
+    def chat(self, messages, seed):
+        body = {"messages": messages}
+        if not messages[-1]["content"].rstrip().endswith("Layout:"):  # a slot starts with its scene graph
+            self.seen.append([layout.id for layout in load_layouts(self.out)] if self.out.exists() else None)
+            if asked_ids(body) == self.kill_at:
+                raise _Killed()
+        return careful_planner(body)
+
+    def describe(self):
+        return {"kind": "watching"}
+
+
+def test_cli_plan_saves_every_finished_slot_before_the_next_starts(tmp_path, capsys, monkeypatch):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"], {"concepts": ["dog"], "count": 2}]')
+    out = tmp_path / "layouts.json"
+    planner = _WatchingPlanner(out)
+    monkeypatch.setattr("clis.cli.plan.make_backend", lambda *args, **kwargs: planner)
+    code, output = run_cli(["plan", str(concepts), "--out", str(out)], capsys)
+    assert code == 0, output
+    assert planner.seen == [None, ["000-cat-sofa-0"], ["000-cat-sofa-0", "001-dog-0"]]
+    assert json.loads((tmp_path / "layouts.plan.json").read_text())["status"] == "complete"
+
+
+def test_cli_plan_crash_leaves_a_valid_layouts_file(tmp_path, capsys, monkeypatch):
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"], ["dog"], ["horse"]]')
+    out = tmp_path / "layouts.json"
+    monkeypatch.setattr("clis.cli.plan.make_backend", lambda *args, **kwargs: _WatchingPlanner(out, ["horse-1"]))
+    with pytest.raises(_Killed):
+        run_cli(["plan", str(concepts), "--out", str(out)], capsys)
+    assert [layout.id for layout in load_layouts(out)] == ["000-cat-sofa-0", "001-dog-0"]
+    report = json.loads((tmp_path / "layouts.plan.json").read_text())
+    assert report["status"] == "aborted" and report["summary"]["slots"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["concepts.json", "layouts.json", "layouts.plan.json"]
+
+
+def test_cli_plan_killed_mid_run_keeps_the_finished_slots(tmp_path):
+    # SIGKILL runs no handler at all: only what was saved before the kill survives.
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text('[["cat", "sofa"], ["dog"], ["horse"]]')
+    out = tmp_path / "layouts.json"
+    plan_run = {}
+
+    def answer(body):
+        if asked_ids(body) == ["horse-1"]:
+            os.kill(plan_run["process"].pid, signal.SIGKILL)
+        return careful_planner(body)
+
+    with ChatServer(answer) as server:
+        plan_run["process"] = subprocess.Popen(
+            [sys.executable, "-c", "from clis.cli import main; main()", "plan", str(concepts), "--out", str(out),
+             "--llm", server.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert plan_run["process"].wait(timeout=120) == -signal.SIGKILL
+    assert [layout.id for layout in load_layouts(out)] == ["000-cat-sofa-0", "001-dog-0"]
+    report = json.loads((tmp_path / "layouts.plan.json").read_text())
+    assert report["status"] == "running" and [r["layout_id"] for r in report["records"]] == ["000-cat-sofa-0", "001-dog-0"]

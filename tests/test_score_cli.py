@@ -532,3 +532,29 @@ def test_generation_manifest_absent_or_malformed_does_not_stop_scoring(tiny_mode
     if warning is not None:
         assert warning in warnings[0] and str(images / "manifest.json") in warnings[0]
     assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"] is None
+
+
+def test_layouts_changed_since_generation_are_warned_and_listed(tiny_models, tmp_path):
+    _, layouts = _folder(tmp_path / "planned", ids=("red", "blue", "green"))
+    candidates = tmp_path / "candidates"
+    result = runner.invoke(app, ["generate", str(layouts), "-g", "shapes", "--n", "1", "--out", str(candidates)])
+    assert result.exit_code == 0, result.output
+    original = json.loads(layouts.read_text())
+    # Re-planned after generation: red's cup moved, green's caption changed, blue kept.
+    edited = json.loads(layouts.read_text())
+    edited[0]["objects"][0]["bbox"] = [0.5, 0.5, 0.4, 0.4]
+    edited[2]["caption"] = "a green mug"
+    replanned = tmp_path / "replanned.json"
+    replanned.write_text(json.dumps(edited))
+    out = tmp_path / "s.jsonl"
+    result = runner.invoke(app, _score_args(candidates, replanned, out, tiny_models))
+    assert result.exit_code == 0, result.output
+    differ = [line for line in result.output.splitlines() if "differ" in line]
+    assert len(differ) == 1 and differ[0].startswith("warning: 2 layouts differ") and "(red, green)" in differ[0]
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"]["layouts_differ"] == ["red", "green"]
+    # The same layouts with other key order and spacing are the same layouts: no warning.
+    reformatted = tmp_path / "reformatted.json"
+    reformatted.write_text(json.dumps([dict(reversed(list(layout.items()))) for layout in original], indent=4))
+    result = runner.invoke(app, [*_score_args(candidates, reformatted, out, tiny_models), "--overwrite"])
+    assert result.exit_code == 0 and "differ" not in result.output, result.output
+    assert json.loads(Path(f"{out}.manifest.json").read_text())["run"]["generation"]["layouts_differ"] == []

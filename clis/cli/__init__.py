@@ -15,7 +15,7 @@ import os
 import pkgutil
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import typer
 from rich.console import Console
@@ -82,6 +82,13 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a one-line error and return the ``typer.Exit`` to raise."""
     err_console.print(f"[bold red]error:[/] {message}", markup=True)
     return typer.Exit(code)
+
+
+def warn(lines: Iterable[str]) -> None:
+    """Print each line as a one-line ``warning:`` on stderr; ``clis score`` and ``clis pick`` share
+    it so a run's warnings (truncated texts, demo-only or changed candidates) read the same."""
+    for line in lines:
+        err_console.print(f"warning: {line}", markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,7 @@ def _prepare_out(out: Path) -> None:
 
 
 def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device):
+    """Score with :class:`clis.scorer.Scorer`: records, their file, what made the candidates, warnings."""
     from clis.scorer import ScoreConfig, Scorer
 
     overrides = {"device": device}
@@ -59,7 +60,7 @@ def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_
             )  # fmt: skip
     finally:
         scorer.close()
-    return records, scores_path
+    return records, scores_path, scorer.generation, scorer.warnings()
 
 
 def pick(
@@ -80,6 +81,8 @@ def pick(
     device: str = typer.Option("cpu", "--device", help="Device for scoring and SAM."),
 ) -> None:
     """Keep the top candidates per layout, drop weak instances and layouts, write COCO."""
+    from clis.cli import warn
+
     if masks not in ("none", "sam"):
         raise InputError(f"--masks must be none or sam, got {masks!r}")
     config = PickConfig(top=top, min_instance=min_instance, min_layout=min_layout, rank_by=rank_by)
@@ -90,10 +93,14 @@ def pick(
     masker = SamMasker(sam_model, device=device) if masks == "sam" else None
     _prepare_out(out)
     if scores is not None:
+        from clis.scorer import read_generation
+
         records = read_scores_file(scores)
         scores_path = scores
+        # `clis score` warned about its texts already; what made the candidates is read here.
+        generation, warnings = read_generation(candidates, layout_list)
     else:
-        records, scores_path = _score_candidates(
+        records, scores_path, generation, warnings = _score_candidates(
             candidates, layout_list, out, score_config, image_model, detector, layout_score, device
         )
     selection = select(records, layout_list, config)
@@ -105,12 +112,15 @@ def pick(
         "layouts": str(layouts),
         "scores": str(scores_path),
         "masks": masker.describe() if masker else None,
+        # What made the candidates (generator, demo_only, ...), so a demo-only dataset says so.
+        "generation": generation,
         **selection.summary(config),
         "dropped_images": selection.dropped_images,
         "dropped_instances": selection.dropped_instances,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _print_summary(summary, out)
+    warn(warnings)
 
 
 def _print_summary(summary: dict, out: Path) -> None:

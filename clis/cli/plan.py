@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clis.errors import InputError
+from clis.files import write_text_atomic
 from clis.formats import save_layouts
 from clis.layout import Layout
 from clis.models import DEFAULT_LLM
@@ -52,10 +53,14 @@ def clis_l_scorer(config_path: Optional[Path]):
 
 
 def _save(result: PlanResult, out: Path, report: dict) -> None:
-    """Write the layouts planned so far and the per-slot report next to them."""
+    """Write the layouts planned so far and the per-slot report next to them.
+
+    Both are replaced atomically, so whenever the run ends, however it ends, ``out`` is a valid
+    layouts file; the layouts file goes first, so the report never names a layout it lacks.
+    """
     save_layouts(result.layouts, out)
     report = {**report, "summary": result.summary, "records": result.records}
-    report_path(out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(report_path(out), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def plan(
@@ -91,13 +96,15 @@ def plan(
         options["device"] = device
     backend = make_backend(llm, model=llm_model, mode=mode, **options)
     failures = []
-    # Filled slot by slot, so an aborted run (server gone, Ctrl-C) still saves what was planned.
+    # Filled and saved slot by slot, so a run that is killed (SIGKILL, OOM, power loss) keeps
+    # every finished slot in --out, and one that is aborted (server gone, Ctrl-C) says why.
     planned = PlanResult(layouts=[], records=[])
     report = {
         "concepts": str(concepts),
         "layouts": str(out),
         "backend": backend.describe(),
         "settings": {"mode": getattr(backend, "mode", "json"), "count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
+        "status": "running",
         "aborted": None,
     }
     progress = Progress(
@@ -117,6 +124,7 @@ def plan(
                         f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
                         f"layout {record['slot']}: {record['error']}"
                     )
+                _save(planned, out, report)
                 progress.advance(task)
 
             plan_layouts(
@@ -126,13 +134,13 @@ def plan(
     except BaseException as exc:
         if not planned.records:
             raise  # nothing planned yet: leave an earlier --out file alone
-        _save(planned, out, {**report, "aborted": " ".join(str(exc).split()) or type(exc).__name__})
+        _save(planned, out, {**report, "status": "aborted", "aborted": " ".join(str(exc).split()) or type(exc).__name__})
         console.print(
             f"run aborted after {len(planned.records)} slots; saved the {len(planned.layouts)} layouts planned so far "
             f"-> {out}; report: {report_path(out)}"
         )
         raise
-    _save(planned, out, report)
+    _save(planned, out, {**report, "status": "complete"})
     for line in failures:
         console.print(f"[red]failed:[/] {escape(line)}", markup=True)
     s = planned.summary

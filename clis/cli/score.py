@@ -122,7 +122,7 @@ def score(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Score candidate images against their layouts (CLIS-I, plus CLIS-L when available)."""
-    from clis.cli import fail
+    from clis.cli import err_console, fail, warn
 
     try:
         records, resumed, missing, warnings = _run(**locals())
@@ -131,13 +131,9 @@ def score(
     failed = [r for r in records if r["error"] is not None]
     if not quiet:
         Console(highlight=False, soft_wrap=True).print(summary_table(records, resumed, missing, out))
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    for layout_id in missing:
-        err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
-    for line in warnings:
-        err.print(f"warning: {line}", markup=False)
+    warn([*(f"{images}: no candidate image for layout {layout_id!r}" for layout_id in missing), *warnings])
     if failed:
-        err.print(f"error: {len(failed)} of {len(records)} candidates failed; first: {failed[0]['error']}", markup=False)
+        err_console.print(f"error: {len(failed)} of {len(records)} candidates failed; first: {failed[0]['error']}", markup=False)
         raise typer.Exit(1)
 
 
