@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from clis.errors import InputError
+from clis.formats import layout_to_instancediffusion
 from clis.layout import Layout
 
 from generators.base import DEFAULT_SIZE, GenerationError, GeneratorAdapter
@@ -46,26 +47,22 @@ HOW_TO_GET_IT = (
 def instancediffusion_input(layout: Layout, size: int = NATIVE_SIZE) -> dict[str, Any]:
     """The layout in InstanceDiffusion's ``--input_json`` format (pixel xywh on a size x size canvas).
 
+    Written by ``clis.formats.layout_to_instancediffusion`` (the ``instancediffusion`` format of
+    ``clis.formats``) without the ``clis_*`` fields; a layout without a caption gets its objects'
+    phrases as the caption, and an anno without a mask gets ``mask: []`` (boxes only).
+
     >>> from clis.layout import Layout
     >>> layout = Layout.model_validate({"id": "t", "caption": "a red cup", "objects": [
     ...     {"id": "cup-1", "label": "cup", "attributes": ["red"], "bbox": [0.25, 0.5, 0.5, 0.25]}]})
     >>> instancediffusion_input(layout)["annos"]
-    [{'bbox': [128.0, 256.0, 256.0, 128.0], 'mask': [], 'category_name': 'cup', 'caption': 'red cup'}]
+    [{'bbox': [128.0, 256.0, 256.0, 128.0], 'caption': 'red cup', 'category_name': 'cup', 'mask': []}]
     """
-    return {
-        "caption": layout.caption or ", ".join(o.phrase for o in layout.objects),
-        "width": size,
-        "height": size,
-        "annos": [
-            {
-                "bbox": [round(v, 2) for v in o.pixel_box(size, size)],
-                "mask": [],
-                "category_name": o.label,
-                "caption": o.phrase,
-            }
-            for o in layout.objects
-        ],
-    }
+    data = layout_to_instancediffusion(layout, size=(size, size), clis_fields=False)
+    if not data["caption"]:
+        data["caption"] = ", ".join(o.phrase for o in layout.objects)
+    for anno in data["annos"]:
+        anno.setdefault("mask", [])
+    return data
 
 
 class InstanceDiffusionGenerator(GeneratorAdapter):
