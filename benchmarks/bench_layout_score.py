@@ -63,7 +63,8 @@ def main() -> None:
     layouts = [Layout.model_validate(r) for r in records]
 
     started = time.perf_counter()
-    scorer = LayoutScorer(LayoutScoreConfig(llm=args.llm or DEFAULT_LLM, batch_size=args.batch_size))
+    # cache=None: this measures scoring, not reading the CLIS-L cache of an earlier run
+    scorer = LayoutScorer(LayoutScoreConfig(llm=args.llm or DEFAULT_LLM, batch_size=args.batch_size), cache=None)
     load_s = time.perf_counter() - started
 
     started = time.perf_counter()

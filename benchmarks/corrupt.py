@@ -71,6 +71,23 @@ def make_variants(image: Image.Image, layout: Layout, kinds: Sequence[str], seed
             yield {"kind": kind, "level": level, "image": variant_image, "layout": variant_layout}
 
 
+def variant_layouts(layout: Layout, kinds: Sequence[str], seed: int) -> list[Layout]:
+    """The layouts :func:`make_variants` pairs images with: the clean one (which every
+    image-side variant keeps) and each applicable layout-side variant. No image is made."""
+    blank = Image.new("RGB", (1, 1))
+    found = [layout]
+    for k, kind in enumerate(kinds):
+        if CORRUPTIONS[kind].side != "layout":
+            continue
+        for level in LEVELS:
+            try:
+                _, variant = apply(kind, level, blank, layout, seed=seed + 1000 * k + level)
+            except NotApplicable:
+                continue
+            found.append(variant)
+    return found
+
+
 def score_variants(
     scorer: Any, pairs: list[tuple[Path, Layout]], kinds: Sequence[str], seed: int,
     save_dir: Path | None = None, console: Console | None = None,
@@ -100,6 +117,19 @@ def score_variants(
     rows = []
     per_image = 1 + len(kinds) * len(LEVELS)
     with progress_bar(console) as progress:
+        layout_scores = getattr(scorer, "layout_scores", None)
+        if layout_scores is not None and getattr(scorer, "layout_scorer", None) is not None:
+            # CLIS-L of every distinct variant layout in one call: the LLM batches across layouts,
+            # and scoring the pairs below finds each layout's score ready.
+            layouts = [v for index, (_, layout) in enumerate(pairs) for v in variant_layouts(layout, kinds, seed + index)]
+            statements = progress.add_task("CLIS-L of the clean and corrupted layouts", total=None)
+
+            def on_layouts(stage: str, done: int, total: int) -> None:
+                if stage == "statements":
+                    progress.update(statements, completed=done, total=total)
+
+            layout_scores(layouts, progress=on_layouts)
+            progress.remove_task(statements)
         task = progress.add_task("scoring clean and corrupted images", total=len(pairs) * per_image)
         for record in scorer.score_pairs(generate()):
             # score_pairs keeps input order, so the n-th record belongs to the n-th scored variant

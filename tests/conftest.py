@@ -13,10 +13,32 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# Nothing in the suite reads or writes the user's ~/.cache/clis (converted models, the hash
+# cache, the CLIS-L cache): the whole session, subprocesses included, uses a throw-away folder.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="clis-test-cache-")
+os.environ["CLIS_CACHE_DIR"] = _SESSION_CACHE
+os.environ.pop("CLIS_LAYOUT_CACHE", None)
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _own_layout_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own CLIS-L cache file (``CLIS_LAYOUT_CACHE``), outside ``tmp_path``.
+
+    The tiny models are seeded, so two tests that build the same tiny LM share a CLIS-L
+    manifest id: with one cache for the session, a test that counts LLM forward passes would
+    see another test's results. Within a test the cache works as it does for users.
+    """
+    monkeypatch.setenv("CLIS_LAYOUT_CACHE", str(tmp_path_factory.mktemp("layout-cache") / "layout_scores.sqlite"))
 
 
 @pytest.fixture(scope="session")

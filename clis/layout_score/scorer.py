@@ -15,17 +15,20 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clis.errors import ClisError, InputError
 from clis.layout import Layout, LayoutObject
+from clis.layout_score.cache import DEFAULT_CACHE, CachedScore, LayoutScoreCache, default_path, layout_key
 from clis.layout_score.llm import (
     ASPECT_WEIGHTS, SIZE_QUESTIONS, STATEMENT_CONTEXT, VERTICAL_TEMPLATES, Aspect, LogLikelihoodScorer,
     pair_llm_score, resolve_aspects, verbalise_pair,
@@ -144,13 +147,29 @@ def combine(llm: Optional[float], geometry: Optional[float], weights: LayoutWeig
 
 
 class LayoutScorer:
-    """Scores layouts with CLIS-L; loads its models once (see ``docs/clis-l.md``)."""
+    """Scores layouts with CLIS-L; loads its models once (see ``docs/clis-l.md``).
 
-    def __init__(self, config: Optional[LayoutScoreConfig] = None):
+    ``cache`` keeps results across runs (``clis.layout_score.cache``): by default the file
+    ``$CLIS_LAYOUT_CACHE`` names, else ``<cache_dir>/layout_scores.sqlite``, and none when
+    ``CLIS_LAYOUT_CACHE=off``; a path or a :class:`LayoutScoreCache` uses that one; None turns
+    it off. ``cache_hits`` / ``cache_misses`` count layouts read from / not found in it, and
+    ``computed`` the distinct layouts actually scored.
+    """
+
+    def __init__(self, config: Optional[LayoutScoreConfig] = None, cache: Any = DEFAULT_CACHE):
         from clis.models import load_model
 
         self.config = config or LayoutScoreConfig()
         cfg = self.config
+        if cache is DEFAULT_CACHE:
+            cache = default_path()
+        self._owns_cache = not isinstance(cache, LayoutScoreCache)
+        # Opened before the models load, so an unusable cache file fails in a second, not a minute.
+        self.cache: Optional[LayoutScoreCache] = (
+            None if cache is None else cache if isinstance(cache, LayoutScoreCache) else LayoutScoreCache(cache))
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.computed = 0
         self.llm_model = load_model(cfg.llm, "causal-lm", device=cfg.device) if cfg.llm_enabled else None
         self.log_likelihood = (
             LogLikelihoodScorer(self.llm_model.model, self.llm_model.processor, cfg.batch_size, cfg.device)
@@ -204,6 +223,17 @@ class LayoutScorer:
         return {"llm": self.config.llm if self.llm_model else None, "pool": self.config.pool,
                 "weights": self.config.weights.model_dump()}
 
+    def cache_info(self) -> dict:
+        """Where results are cached (None: off) and the counters since this scorer was made."""
+        return {"path": None if self.cache is None else str(self.cache.path), "hits": self.cache_hits,
+                "misses": self.cache_misses, "computed": self.computed}
+
+    def close(self) -> None:
+        """Close the cache file if this scorer opened it (results are committed as they come)."""
+        if self.cache is not None and self._owns_cache:
+            self.cache.close()
+        self.cache = None
+
     # -- scoring ----------------------------------------------------------------------------------
 
     def _canvas(self, layout: Layout) -> tuple[float, float]:
@@ -252,16 +282,32 @@ class LayoutScorer:
 
         ``progress(stage, done, total)`` is called as LLM batches and layouts finish. A layout
         whose scoring fails gets ``error`` set and null scores; the others go on.
+
+        Layouts with the same content (:func:`clis.layout_score.cache.layout_key`) are scored
+        once and each gets its own ``id`` back; results found in the cache are not recomputed,
+        and new ones without ``error`` are stored there.
         """
+        layouts = list(layouts)
+        keys = [_content_key(layout) for layout in layouts]
+        manifest_id = self._manifest["id"]
+        stored: dict[str, CachedScore] = {}
+        if self.cache is not None:
+            stored = self.cache.get_many([k for k in dict.fromkeys(keys) if k is not None], manifest_id)
         planned: list[tuple[Layout, Optional[list[_PairPlan]], list[str], Optional[str]]] = []
-        for layout in layouts:
-            try:
-                plans, notes = self._plan(layout)
-                planned.append((layout, plans, notes, None))
-            except ClisError:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- one bad layout must not stop the run
-                planned.append((layout, None, [], f"{type(exc).__name__}: {exc}"))
+        first_of: dict[str, int] = {}  # content key -> its entry in planned
+        own: dict[int, int] = {}  # input position -> entry in planned, for layouts planned themselves
+        for position, (layout, key) in enumerate(zip(layouts, keys)):
+            if key in stored or (key is not None and key in first_of):
+                continue
+            own[position] = len(planned)
+            if key is not None:
+                first_of[key] = len(planned)
+            planned.append(self._plan_safely(layout))
+        for position, (layout, key) in enumerate(zip(layouts, keys)):
+            # A failed plan's message may name its layout: a twin of it fails on its own.
+            if position not in own and key in first_of and planned[first_of[key]][3] is not None:
+                own[position] = len(planned)
+                planned.append(self._plan_safely(layout))
         if self.log_likelihood is not None:
             aspects = [a for _, plans, _, _ in planned if plans for p in plans for a in p.aspects]
             queries = [q for a in aspects for c in a.comparisons for _, q in c.terms]
@@ -274,16 +320,56 @@ class LayoutScorer:
                     progress("statements", done, total)
 
             resolve_aspects(aspects, lambda qs: self.log_likelihood(qs, on_batch=on_batch))
+        finished = [
+            LayoutScore(layout.id, None, notes=notes, error=error, manifest_id=manifest_id,
+                        manifest_summary=self._summary())
+            if error is not None else self._finish(layout, plans, notes)
+            for layout, plans, notes, error in planned
+        ]
+        self.computed += len(planned)
+        if self.cache is not None:
+            self.cache.put_many(
+                (key, manifest_id, finished[i].to_dict(),
+                 {"clis_l": finished[i].clis_l, "llm": finished[i].llm, "geometry": finished[i].geometry})
+                for key, i in first_of.items() if finished[i].error is None
+            )
         results = []
-        for i, (layout, plans, notes, error) in enumerate(planned):
-            if error is not None:
-                results.append(LayoutScore(layout.id, None, notes=notes, error=error,
-                                           manifest_id=self._manifest["id"], manifest_summary=self._summary()))
+        for position, (layout, key) in enumerate(zip(layouts, keys)):
+            if position in own:
+                result = finished[own[position]]
+            elif key in stored:
+                result = self._from_cache(layout, stored[key])
             else:
-                results.append(self._finish(layout, plans, notes))
+                twin = finished[first_of[key]]
+                result = dataclasses.replace(twin, id=layout.id, pairs=copy.deepcopy(twin.pairs),
+                                             notes=list(twin.notes), manifest_summary=dict(twin.manifest_summary))
+            results.append(result)
             if progress is not None:
-                progress("layouts", i + 1, len(planned))
+                progress("layouts", position + 1, len(layouts))
+        if self.cache is not None:
+            hits = sum(1 for key in keys if key in stored)
+            self.cache_hits += hits
+            self.cache_misses += len(layouts) - hits
         return results
+
+    def _plan_safely(self, layout: Layout) -> tuple[Layout, Optional[list[_PairPlan]], list[str], Optional[str]]:
+        try:
+            plans, notes = self._plan(layout)
+            return layout, plans, notes, None
+        except ClisError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- one bad layout must not stop the run
+            return layout, None, [], f"{type(exc).__name__}: {exc}"
+
+    def _from_cache(self, layout: Layout, hit: CachedScore) -> LayoutScore:
+        """The stored result, as this layout's: its own id, this scorer's manifest."""
+        record = hit.record
+        return LayoutScore(
+            layout.id, hit.scores.get("clis_l"), llm=hit.scores.get("llm"), geometry=hit.scores.get("geometry"),
+            pairs=copy.deepcopy(record.get("pairs") or []), unknown_pairs=int(record.get("unknown_pairs") or 0),
+            notes=list(record.get("notes") or []), manifest_id=self._manifest["id"],
+            manifest_summary=self._summary(),
+        )
 
     def _finish(self, layout: Layout, plans: list[_PairPlan], notes: list[str]) -> LayoutScore:
         result = LayoutScore(layout.id, None, notes=list(notes), manifest_id=self._manifest["id"],
@@ -323,6 +409,15 @@ class LayoutScorer:
                 result.notes.append(f"{result.unknown_pairs} of {len(geometry_results)} relation pairs unknown to the pool")
         result.clis_l = combine(result.llm, result.geometry, self.config.weights)
         return result
+
+
+def _content_key(layout: Layout) -> Optional[str]:
+    """The cache key of ``layout``; None for an object that is not a usable layout (it is
+    scored, or fails, on its own and is never cached)."""
+    try:
+        return layout_key(layout)
+    except Exception:  # noqa: BLE001 -- the scoring step reports what is wrong with it
+        return None
 
 
 def _centre_gap(a: LayoutObject, b: LayoutObject) -> float:
