@@ -1,11 +1,14 @@
-"""Writing output files so that a run killed at any moment leaves the old file or the new one."""
+"""Writing output files so that a run killed at any moment leaves the old file or the new one,
+and reading back the manifests written beside them."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -35,3 +38,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def read_manifest(path: str | Path, why: str, hint: str) -> dict[str, Any]:
+    """The JSON object in a manifest ``path`` that an earlier run wrote beside its output.
+
+    ``why`` says what the manifest is needed for ("the settings of the earlier run"), ``hint``
+    what the user can do instead; a missing, unreadable or non-object file is one InputError.
+    """
+    from clis.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: missing, so {why} cannot be checked; {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable ({' '.join(str(exc).split())}); {hint}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a clis manifest (not a JSON object); {hint}")
+    return data

@@ -52,6 +52,8 @@ class ConceptSet:
     labels: list[str]
     count: int = 1
     name: str | None = None
+    # Why this entry of the concepts file is unusable; a lenient run records it and goes on.
+    error: str | None = None
 
     @property
     def object_ids(self) -> list[str]:
@@ -69,36 +71,52 @@ class ConceptSet:
         return slug if self.name else f"{self.index:03d}-{slug}"
 
 
-def read_concepts(data: Any, source: str = "<concepts>", count: int = 1) -> list[ConceptSet]:
+def read_concepts(data: Any, source: str = "<concepts>", count: int = 1, strict: bool = True) -> list[ConceptSet]:
     """Concept sets from parsed JSON: a list whose items are a list of names, a comma-separated
     string, or ``{"concepts": [...], "count": n, "id": "prefix"}``. ``count`` is the default
-    number of layouts per set. Names like ``cat-2`` are read as the label ``cat``."""
+    number of layouts per set. Names like ``cat-2`` are read as the label ``cat``.
+
+    ``strict=False`` keeps going past a bad entry: it becomes a set with ``error`` set (and no
+    labels), which ``plan_layouts`` records as a failed slot; InputError only when no entry is good.
+    """
     if not isinstance(data, list):
         raise InputError(f"{source}: top level: expected a JSON list of concept sets")
     sets = []
     for i, item in enumerate(data):
-        where = f"{source}: concept set [{i}]"
-        name, n = None, count
-        if isinstance(item, dict):
-            unknown = set(item) - {"concepts", "count", "id"}
-            if unknown:
-                raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: concepts, count, id)")
-            name, n = item.get("id"), item.get("count", count)
-            item = item.get("concepts")
-            if name is not None and (not isinstance(name, str) or not name.strip()):
-                raise InputError(f"{where}: field 'id': expected a non-empty string")
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise InputError(f"{where}: field 'count': expected an integer >= 1, got {n!r}")
-        if isinstance(item, str):
-            item = [part for part in item.split(",")]
-        if not isinstance(item, list) or not item or not all(isinstance(c, str) and c.strip() for c in item):
-            raise InputError(f"{where}: field 'concepts': expected a non-empty list of names")
-        labels = [label_from_object_name(c).strip() for c in item]
-        sets.append(ConceptSet(index=i, labels=labels, count=n, name=name))
+        try:
+            sets.append(_concept_set(i, item, source, count))
+        except InputError as exc:
+            if strict:
+                raise
+            sets.append(ConceptSet(index=i, labels=[], error=str(exc)))
+    if sets and all(s.error for s in sets):
+        raise InputError(sets[0].error + (f" (and {len(sets) - 1} more bad concept sets)" if len(sets) > 1 else ""))
     return sets
 
 
-def load_concepts(path: str | Path, count: int = 1) -> list[ConceptSet]:
+def _concept_set(i: int, item: Any, source: str, count: int) -> ConceptSet:
+    """One entry of the concepts file, or InputError naming the file, the entry and the field."""
+    where = f"{source}: concept set [{i}]"
+    name, n = None, count
+    if isinstance(item, dict):
+        unknown = set(item) - {"concepts", "count", "id"}
+        if unknown:
+            raise InputError(f"{where}: unknown field {sorted(unknown)[0]!r} (fields: concepts, count, id)")
+        name, n = item.get("id"), item.get("count", count)
+        item = item.get("concepts")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InputError(f"{where}: field 'id': expected a non-empty string")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise InputError(f"{where}: field 'count': expected an integer >= 1, got {n!r}")
+    if isinstance(item, str):
+        item = [part for part in item.split(",")]
+    if not isinstance(item, list) or not item or not all(isinstance(c, str) and c.strip() for c in item):
+        raise InputError(f"{where}: field 'concepts': expected a non-empty list of names")
+    labels = [label_from_object_name(c).strip() for c in item]
+    return ConceptSet(index=i, labels=labels, count=n, name=name)
+
+
+def load_concepts(path: str | Path, count: int = 1, strict: bool = True) -> list[ConceptSet]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -106,7 +124,7 @@ def load_concepts(path: str | Path, count: int = 1) -> list[ConceptSet]:
         raise InputError(f"{path}: concepts file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read concepts JSON: {exc}") from None
-    return read_concepts(data, str(path), count)
+    return read_concepts(data, str(path), count, strict=strict)
 
 
 def _seed(base: int, *parts: Any) -> int:
@@ -231,6 +249,14 @@ def plan_layouts(
         raise InputError("--drafts > 1 needs a CLIS-L scorer to choose between drafts")
     layouts, records = [], []
     for concept_set in concept_sets:
+        if concept_set.error is not None:
+            record = {"set": concept_set.index, "concepts": [], "slot": 0, "layout_id": None, "status": "error",
+                      "error": f"invalid concept set: {concept_set.error}", "clis_l": None, "clamped": [], "notes": [],
+                      "chosen_draft": None, "drafts": []}
+            records.append(record)
+            if on_slot is not None:
+                on_slot(record, None)
+            continue
         for slot in range(concept_set.count):
             layout_id = f"{concept_set.prefix}-{slot}"
             made = [

@@ -47,7 +47,8 @@ RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "inst
 
 # Settings that decide how a run goes, not what it computes, so a resumed run may change them:
 # max_pixels only decides which images become error records, and those are retried anyway.
-RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache")
+# layout_scores only says where CLIS-L comes from: its manifest is compared under "models".
+RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache", "layout_scores")
 # Settings naming models: a resumed run compares the models' fingerprints under "models" instead,
 # so a model folder that moved (same weights, new path) still matches.
 MODEL_SETTINGS = ("image_model", "detector", "layout")
@@ -90,6 +91,7 @@ class ScoreConfig(ImageScoreConfig):
     num_workers: int = Field(2, ge=0)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     embedding_cache: Optional[str] = None  # SQLite file for text embeddings shared across runs
+    layout_scores: Optional[str] = None  # `clis score-layouts` output to take CLIS-L from, not computed
     layout_score: bool = True
     layout: dict[str, Any] = Field(default_factory=dict)
     combine: CombineWeights = Field(default_factory=CombineWeights)
@@ -377,6 +379,40 @@ def _layouts_differ(items: Any, layouts: Sequence[Layout]) -> list[str]:
     return [layout.id for layout in layouts if layout.id in recorded and recorded[layout.id] != layout_sha256(layout)]
 
 
+def _with_invalid(
+    layouts: Sequence[Layout], invalid: Sequence[Any]
+) -> tuple[list[Layout], dict[str, str], dict[str, int]]:
+    """Layouts plus stand-ins for the invalid records, in file order; each invalid record's key
+    and reason; and the file index of every key, which puts the records in file order.
+
+    A stand-in carries only the id and listed images, which is all candidate discovery reads,
+    so an invalid layout still claims its images (they are not orphans) and each gets a record.
+    An invalid record without a usable id (or whose id a valid layout has) is keyed
+    ``record <index>`` and gets one record without an image.
+    """
+    invalid_at = {bad.index: bad for bad in invalid}
+    valid_ids = {layout.id for layout in layouts}
+    rejected: dict[str, str] = {}
+    file_index: dict[str, int] = {}
+    merged: list[Layout] = []
+    valid = iter(layouts)
+    for index in range(len(layouts) + len(invalid)):
+        bad = invalid_at.get(index)
+        if bad is None:
+            layout = next(valid)
+            merged.append(layout)
+            file_index.setdefault(layout.id, index)
+            continue
+        key = bad.layout_id
+        if key is None or key in valid_ids or key in rejected:
+            key = f"record {index}"
+        else:
+            merged.append(bad.stand_in(key))
+        rejected[key] = bad.error
+        file_index[key] = index
+    return merged, rejected, file_index
+
+
 def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
@@ -445,8 +481,22 @@ class Scorer:
             from clis.layout_score import LayoutScoreConfig, LayoutScorer
         except ImportError:
             return None  # CLIS-L is not part of this installation: clis equals clis_i
+        if self.config.layout_scores:
+            from clis.layout_score.precomputed import PrecomputedLayoutScores
+
+            try:
+                settings = LayoutScoreConfig(**self.config.layout)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"layout settings: {' '.join(str(exc).split())}") from None
+            return PrecomputedLayoutScores(self.config.layout_scores, settings)
+        from clis.layout_score.cache import DEFAULT_CACHE, disabled_by_env
+
+        # --embedding-cache FILE also holds the CLIS-L results (another table), unless
+        # CLIS_LAYOUT_CACHE=off; without it, the LayoutScorer's default file.
+        embedding_cache = self.config.embedding_cache
+        cache = Path(embedding_cache) if embedding_cache and not disabled_by_env() else DEFAULT_CACHE
         try:
-            return LayoutScorer(LayoutScoreConfig(**self.config.layout))
+            return LayoutScorer(LayoutScoreConfig(**self.config.layout), cache=cache)
         except ModelUnavailableError as exc:
             raise ModelUnavailableError(f"{exc} (or pass --no-layout-score to score images only)") from None
         except (TypeError, ValueError) as exc:
@@ -542,6 +592,7 @@ class Scorer:
         on_start: Optional[Callable[[int, int], None]] = None,
         layouts_source: Optional[str] = None,
         on_layout_progress: Optional[Callable[[str, int, int], None]] = None,
+        invalid: Sequence[Any] = (),
     ) -> list[dict]:
         """Score every candidate image of ``layouts`` found in ``images_dir`` (see clis.discovery).
 
@@ -554,7 +605,10 @@ class Scorer:
         caller show progress; ``on_layout_progress`` is passed to CLIS-L scoring, which runs
         first, once per layout; ``layouts_source`` names the layouts file in messages and the
         manifest. Warnings for the user (truncated texts, demo-only candidates) are in
-        :meth:`warnings`. Returns every record, in input order.
+        :meth:`warnings`. ``invalid`` takes the layout records of the file that failed validation
+        (:class:`clis.formats.InvalidLayout`, as ``read_layouts`` gives them): each of their
+        candidates gets an error record naming the problem, in file order, and is never scored.
+        Returns every record, in input order.
         """
         from clis.discovery import discover_candidates
 
@@ -566,19 +620,24 @@ class Scorer:
         layouts_source = layouts_source or "layouts"
         check_layouts_in_canvas(layouts, layouts_source)
         by_id = {layout.id: layout for layout in layouts}
-        discovery = discover_candidates(images_dir, layouts)
-        order = [(layout_id, str(path)) for layout_id, path in discovery.pairs()]
+        claimants, rejected, file_index = _with_invalid(layouts, invalid)
+        discovery = discover_candidates(images_dir, claimants)
+        discovery.missing = [layout_id for layout_id in discovery.missing if layout_id in by_id]
+        order: list[tuple[str, Optional[str]]] = [(layout_id, str(path)) for layout_id, path in discovery.pairs()]
+        order += [(layout_id, None) for layout_id in rejected if layout_id not in discovery.candidates]
+        order.sort(key=lambda key: file_index[key[0]])  # stable: candidates keep their order
+        self.invalid_layouts = dict(rejected)
         self.discovery = discovery
         self.layouts_source = layouts_source
         self.generation, self._generation_warnings = read_generation(images_dir, layouts)
-        self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order)])
+        self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order) if layout_id in by_id])
 
         done: dict[tuple[str, str], dict] = {}
         out_path = Path(out) if out is not None else None
         if out_path is not None:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             if resume and out_path.exists():
-                done = self._resumable_records(out_path, order)
+                done = self._resumable_records(out_path, [key for key in order if key[0] in by_id])
                 # Drop failed records and a torn last line now; they are scored again below.
                 _write_lines_atomic(out_path, [done[key] for key in order if key in done])
             elif not resume:
@@ -589,14 +648,23 @@ class Scorer:
         }
         if out_path is not None:
             self.write_manifest(out_path)
-        todo = [(path, by_id[layout_id]) for layout_id, path in order if (layout_id, path) not in done]
+        invalid_records = {
+            (layout_id, path): error_record(layout_id, path, f"invalid layout: {rejected[layout_id]}")
+            for layout_id, path in order if layout_id in rejected
+        }
+        todo = [(path, by_id[layout_id]) for layout_id, path in order
+                if (layout_id, path) not in done and layout_id not in rejected]
         new: dict[tuple[str, str], dict] = {}
         handle = open(out_path, "a", encoding="utf-8") if out_path is not None else None
         try:
             # CLIS-L first, once per layout, all LLM queries batched together.
             self.layout_scores([layout for _, layout in todo], progress=on_layout_progress)
             if on_start is not None:
-                on_start(len(order), len(done))
+                on_start(len(order), len(done) + len(invalid_records))
+            for record in invalid_records.values():
+                new[(record["layout_id"], record["image"])] = record
+                if handle is not None:
+                    handle.write(json.dumps(record) + "\n")
             for record in self.score_pairs(todo):
                 new[(record["layout_id"], record["image"])] = record
                 if handle is not None:
@@ -618,8 +686,9 @@ class Scorer:
                 scored=sum(r["error"] is None for r in records), failed=sum(r["error"] is not None for r in records),
             )
             if out_path is not None:
-                if done and self._run_state["status"] == "complete":
-                    _write_lines_atomic(out_path, records)  # back to input order after a resume
+                if (done or invalid_records) and self._run_state["status"] == "complete":
+                    # back to input order after a resume, or with invalid layouts' records written first
+                    _write_lines_atomic(out_path, records)
                 self.write_manifest(out_path)
         return records
 
@@ -694,6 +763,8 @@ class Scorer:
 
     def close(self) -> None:
         self.text_cache.close()
+        if self.layout_scorer is not None and hasattr(self.layout_scorer, "close"):
+            self.layout_scorer.close()
 
 
 def _load_or_explain(spec: str, task: str, cfg: ScoreConfig, what: str, remedy: str) -> Any:

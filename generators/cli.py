@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from clis.formats import load_layouts
+from clis.formats import read_layouts
 
 from generators.registry import available_generators, create_generator
 from generators.runner import MANIFEST_NAME, generate_candidates
@@ -53,6 +53,9 @@ def generate(
     instancediffusion_python: Optional[str] = typer.Option(
         None, "--instancediffusion-python", help="instancediffusion: Python of the checkout's environment."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: generate the valid ones)."
+    ),
 ) -> None:
     """Generate N candidate images per layout into OUT/<layout_id>/<k>.png with a manifest."""
     options = dict(
@@ -62,7 +65,8 @@ def generate(
         instancediffusion_dir=instancediffusion_dir, instancediffusion_python=instancediffusion_python,
     )  # fmt: skip
     # width/height always have values; the other options are only passed when given.
-    layout_list = load_layouts(layouts)
+    report = read_layouts(layouts, strict=strict)
+    layout_list = report.layouts
     adapter = create_generator(generator, **options)
     if adapter.demo_only:
         console.print(f"[yellow]note:[/] generator {generator!r} is for demos and tests only, not training data")
@@ -78,7 +82,7 @@ def generate(
     )
     try:
         with progress:
-            task = progress.add_task(generator, total=len(layout_list))
+            task = progress.add_task(generator, total=len(layout_list) + len(report.invalid))
 
             def advance(layout_id: str, item: dict) -> None:
                 if item["status"] != "done":
@@ -86,7 +90,8 @@ def generate(
                 progress.advance(task)
 
             manifest = generate_candidates(
-                layout_list, adapter, out, n=n, seed=seed, resume=resume, layouts_path=layouts, on_layout=advance
+                layout_list, adapter, out, n=n, seed=seed, resume=resume, layouts_path=layouts, on_layout=advance,
+                invalid=report.invalid,
             )
     finally:
         adapter.close()
@@ -97,7 +102,12 @@ def generate(
         f"{s['done']}/{s['layouts']} layouts done ({s['resumed']} resumed), {s['failed']} failed, "
         f"{s['images']} images in {out}; manifest: {out / MANIFEST_NAME}"
     )
-    if s["layouts"] and s["done"] == 0:
+    if report.invalid:
+        from clis.cli import warn
+        from clis.cli.score import invalid_layouts_warning
+
+        warn(invalid_layouts_warning(layouts, report.invalid))
+    if (s["layouts"] and s["done"] == 0) or report.invalid:
         raise typer.Exit(1)
 
 

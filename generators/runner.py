@@ -73,13 +73,15 @@ def generate_candidates(
     resume: bool = False,
     layouts_path: str | Path | None = None,
     on_layout: Callable[[str, dict[str, Any]], None] | None = None,
+    invalid: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Make ``n`` candidates per layout with ``adapter``; return the manifest (also written).
 
     ``on_layout(layout_id, item)`` is called after each layout (the CLI advances its progress
     bar there). With ``resume``, layouts whose images are all present in an earlier manifest of
     the same generator, config, ``n`` and ``seed`` are skipped, unless the layout itself changed
-    since (its ``layout_sha256`` differs).
+    since (its ``layout_sha256`` differs). ``invalid`` takes the layout records that failed
+    validation (``clis.formats.InvalidLayout``): each becomes an error item, with no image made.
     """
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
@@ -110,7 +112,20 @@ def generate_candidates(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "items": [],
     }
+    errors = {bad.index: bad for bad in invalid}
+    for index in sorted(errors):
+        # Error items go where the file has the record, so the manifest reads like the file.
+        layouts = list(layouts)
+        layouts.insert(min(index, len(layouts)), errors[index])
     for layout in layouts:
+        if not isinstance(layout, Layout):
+            key = layout.layout_id if layout.layout_id is not None else f"record {layout.index}"
+            item = {"layout_id": key, "layout_sha256": None, "status": "error", "images": [],
+                    "error": f"invalid layout: {layout.error}"}
+            manifest["items"].append(item)
+            if on_layout is not None:
+                on_layout(key, item)
+            continue
         old_item = previous.get(layout.id)
         if old_item is not None and _item_complete(old_item, layout, out, n):
             item = {**old_item, "resumed": True}

@@ -85,11 +85,14 @@ def plan(
         help="guided: many small LM questions, the program writes the JSON (small local models); "
         "json: the LLM writes whole JSON answers; auto: guided for embedded and <=1B local models.",
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole concepts file when any concept set is bad (default: plan the good ones)."
+    ),
 ) -> None:
     """Write a scene graph and a layout for each concept set with an LLM."""
     if retries < 0:
         raise InputError(f"--retries must be >= 0, got {retries}")
-    concept_sets = load_concepts(concepts, count=count)
+    concept_sets = load_concepts(concepts, count=count, strict=strict)
     score_layout = clis_l_scorer(layout_config) if drafts > 1 else None
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature}
     if not llm.startswith(("http://", "https://")):
@@ -113,13 +116,13 @@ def plan(
     )  # fmt: skip
     try:
         with progress:
-            task = progress.add_task("plan", total=sum(s.count for s in concept_sets))
+            task = progress.add_task("plan", total=sum(s.count for s in concept_sets))  # a bad set counts 1
 
             def advance(record: dict, layout: Optional[Layout]) -> None:
                 planned.records.append(record)
                 if layout is not None:
                     planned.layouts.append(layout)
-                if record["status"] != "ok":
+                if record["status"] != "ok" and record["layout_id"] is not None:
                     failures.append(
                         f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
                         f"layout {record['slot']}: {record['error']}"
@@ -148,7 +151,12 @@ def plan(
         f"planned {s['ok']}/{s['slots']} layouts ({s['failed']} failed, {s['clamped_boxes']} boxes clamped, "
         f"{s['failed_attempts']} failed attempts) -> {out}; report: {report_path(out)}"
     )
-    if s["slots"] and not s["ok"]:
+    bad_sets = [c for c in concept_sets if c.error]
+    if bad_sets:
+        noun = "concept set is" if len(bad_sets) == 1 else "concept sets are"
+        console.print(f"warning: {concepts}: {len(bad_sets)} {noun} invalid and got error records in the report "
+                      f"(first: {bad_sets[0].error}); --strict refuses the file", markup=False)
+    if (s["slots"] and not s["ok"]) or bad_sets:
         raise typer.Exit(1)
 
 

@@ -14,10 +14,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from clis.errors import ClisError, InputError
+from clis.files import read_manifest, write_text_atomic
 
-# Layouts scored per call: all statements of a chunk go through the LLM in shared batches,
-# and finished chunks are written so a long run shows its output as it goes.
-CHUNK = 256
+# Layouts scored per LLM call. All statements of a chunk share batches, which pays on a GPU;
+# on the CPU a batch costs about what its statements cost alone, so each layout is its own
+# call there and its line is written the moment it is scored (an interrupted run keeps it).
+CHUNK_CPU = 1
+CHUNK_GPU = 16
 
 
 def parse_weights(text: str) -> dict:
@@ -70,14 +73,19 @@ def score_layouts(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Statements per LLM forward pass."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ..."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of CLIS-L settings; options win."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the layouts already scored in --out; score the rest."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: score the valid ones)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
 ) -> None:
     """Score how plausible each layout's arrangement is (CLIS-L), without looking at images."""
-    from clis.cli import fail
+    from clis.cli import fail, warn
 
     try:
-        results = _run(layouts, out, llm, pool, weights, text_embedder, match_threshold, percentile, batch_size,
-                       device, config, quiet)
+        results, warnings = _run(layouts, out, llm, pool, weights, text_embedder, match_threshold, percentile,
+                                 batch_size, device, config, quiet, resume=resume, overwrite=overwrite, strict=strict)
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -86,6 +94,7 @@ def score_layouts(
     reasons = Counter(g["unknown"] for r in results for p in r["pairs"] for g in p["geometry"] if g["unknown"])
     for reason, count in reasons.most_common(5):
         err.print(f"warning: {count} pair(s): {reason}", markup=False)
+    warn(warnings)
     failed = [r for r in results if r["error"]]
     if failed:
         err.print(f"error: {len(failed)} of {len(results)} layouts failed; first ({failed[0]['id']}): "
@@ -94,11 +103,20 @@ def score_layouts(
 
 
 def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_threshold, percentile, batch_size,
-         device, config, quiet) -> list[dict]:
+         device, config, quiet, resume: bool = False, overwrite: bool = False,
+         strict: bool = False) -> tuple[list[dict], list[str]]:
     from pydantic import ValidationError
 
-    from clis.formats import load_layouts
+    from clis.cli.score import invalid_layouts_warning
+    from clis.formats import read_layouts
+
+    # The input and --out are checked before torch and the LLM are loaded.
+    report = read_layouts(layouts, strict=strict)
+    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
+        raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+
     from clis.layout_score import LayoutScoreConfig, LayoutScorer
+    from clis.layout_score.cache import layout_key
     from clis.layout_score.scorer import load_config_file
 
     settings = load_config_file(config) if config else {}
@@ -115,31 +133,104 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
     except TypeError as exc:
         raise InputError(f"{config or 'options'}: {exc}") from None
 
-    layout_list = load_layouts(layouts)  # checked before any model is loaded
     scorer = LayoutScorer(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
     manifest = {**scorer.manifest(), "layouts": str(layouts), "output": str(out)}
-    out.with_name(out.name + ".manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                                         encoding="utf-8")
+    manifest_file = out.with_name(out.name + ".manifest.json")
+    done = _resumable(out, manifest_file, manifest["id"]) if resume and out.exists() else {}
+    # A kept line must be of the same layout: same objects, boxes and relations (CLIS-L's input).
+    hashes = {layout.id: layout_key(layout) for layout in report.layouts}
+    done = {key: record for key, record in done.items() if record.get("layout_key") == hashes.get(key)}
+    order = _file_order(report)
+    kept = [done[key] for key, _ in order if key in done]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    write_text_atomic(manifest_file, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+    todo = [layout for layout in report.layouts if layout.id not in done]
+    chunk = CHUNK_CPU if cfg.device.startswith("cpu") else CHUNK_GPU
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=Console(stderr=True), disable=quiet)
-    records: list[dict] = []
-    with progress, open(out, "w", encoding="utf-8") as handle:
-        layouts_task = progress.add_task("layouts", total=len(layout_list))
+    scored: dict[str, dict] = {}
+    with progress, open(out, "a", encoding="utf-8") as handle:
+        layouts_task = progress.add_task("layouts", total=len(order), completed=len(kept))
         statements_task = progress.add_task("statements", total=None, visible=cfg.llm_enabled)
 
-        def on_progress(stage: str, done: int, total: int) -> None:
+        def on_progress(stage: str, done_: int, total: int) -> None:
             if stage == "statements":
-                progress.update(statements_task, completed=done, total=total)
+                progress.update(statements_task, completed=done_, total=total)
 
-        for start in range(0, len(layout_list), CHUNK):
-            chunk = layout_list[start:start + CHUNK]
-            for result in scorer.score_layouts(chunk, progress=on_progress):
-                record = result.to_dict()
+        for key, bad in order:
+            if bad is not None:
+                scored[key] = _invalid_record(key, bad)
+                handle.write(json.dumps(scored[key], ensure_ascii=False) + "\n")
+        handle.flush()
+        progress.advance(layouts_task, len(report.invalid))
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            for result in scorer.score_layouts(part, progress=on_progress):
+                record = {**result.to_dict(), "layout_key": hashes[result.id]}
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                records.append(record)
+                scored[result.id] = record
             handle.flush()
-            progress.advance(layouts_task, len(chunk))
+            progress.advance(layouts_task, len(part))
+    records = [done.get(key) or scored[key] for key, _ in order]
+    if done or report.invalid:
+        # back to file order: kept lines and invalid layouts' rows were written first
+        write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return records, invalid_layouts_warning(layouts, report.invalid)
+
+
+def _file_order(report) -> list[tuple[str, object]]:
+    """``(record id, InvalidLayout or None)`` per layout record, in file order; an invalid
+    record without a usable id of its own is ``record <index>``."""
+    from clis.formats import InvalidLayout
+
+    valid_ids = {layout.id for layout in report.layouts}
+    order, seen = [], set()
+    for entry in report.in_file_order():
+        if not isinstance(entry, InvalidLayout):
+            order.append((entry.id, None))
+            continue
+        key = entry.layout_id
+        if key is None or key in seen or key in valid_ids:
+            key = f"record {entry.index}"
+        seen.add(key)
+        order.append((key, entry))
+    return order
+
+
+def _invalid_record(key: str, bad) -> dict:
+    return {"id": key, "clis_l": None, "llm": None, "geometry": None, "pairs": [], "unknown_pairs": 0, "notes": [],
+            "manifest": None, "error": f"invalid layout: {bad.error}"}
+
+
+def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, dict]:
+    """The successful records of an earlier run in ``out``, by layout id, for ``--resume``.
+
+    Refuses (one line) a file made with other CLIS-L settings or models, and a line that is
+    not a record, since resuming rewrites the file; a last line cut off mid-write is dropped.
+    """
+    hint = "drop --resume (or pass --overwrite) or use another --out"
+    earlier = read_manifest(manifest_file, "the settings of the earlier run", hint)
+    if earlier.get("id") != manifest_id:
+        raise InputError(f"{manifest_file}: the earlier run used other CLIS-L settings or models (manifest id "
+                         f"{earlier.get('id')!r} then, {manifest_id!r} now); {hint}")
+    records: dict[str, dict] = {}
+    with open(out, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                break  # cut off by an interruption: scored again
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not (isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record):
+                raise InputError(f"{out}: line {number}: not a clis score-layouts record; --resume will not rewrite "
+                                 "the file (pass --overwrite to replace it, or use another --out)")
+            if record.get("error") is None:
+                records[record["id"]] = record
     return records
 
 
