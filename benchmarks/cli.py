@@ -59,10 +59,13 @@ def _cell(interval) -> str:
     return f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]"
 
 
-def print_result(result: BenchResult, out: Path) -> None:
+def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = None, note: str = "") -> None:
     """A rich table of ``value [low, high]`` cells: one line per row, or per metric when
-    there are more metrics than fit side by side."""
+    there are more metrics than fit side by side. ``only`` limits the table to those metric
+    keys (the rest stays in the result file, as ``note`` then says)."""
     keys = [m.key for m in result.metrics if any(m.key in r.values for r in result.rows)]
+    if only is not None:
+        keys = [key for key in keys if key in only]
     labels = {m.key: m.label for m in result.metrics}
     table = Table(title=f"clis bench {result.study}")
     if len(keys) > 4:
@@ -82,17 +85,29 @@ def print_result(result: BenchResult, out: Path) -> None:
             n = extra.get("n_pairs", extra.get("n_points", row.n_images))
             table.add_row(row.name, _fmt(n), *[_cell(row.values.get(key)) for key in keys])
     console.print(table)
+    if note:
+        console.print(note, highlight=False)
     console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""))
 
 
-def _run(func, out: Path, *args, **kwargs) -> None:
+def _run(func, out: Path, *args, printer=print_result, **kwargs) -> None:
     """Run a study; user errors become one line and exit code 2 (also under CliRunner)."""
     try:
         result = func(*args, **kwargs)
     except ClisError as exc:
         err_console.print(f"error: {exc}", markup=False)
         raise typer.Exit(exc.exit_code) from None
-    print_result(result, out)
+    printer(result, out)
+
+
+def print_corrupt_result(result: BenchResult, out: Path) -> None:
+    """The corrupt study has two metrics per kind (16 and more): on screen only the overall
+    accuracy and τ per score, which fit 80 columns; the per-kind table is in the files."""
+    kinds = result.settings.get("kinds") or []
+    note = (f"per-kind accuracy and τ ({len(kinds)} kinds x {len(result.settings.get('levels') or [])} severities): "
+            f"{out / 'result.json'} (tables.per_kind, tables.per_level); every scored variant: "
+            f"{out / (getattr(result, 'variants_file', None) or 'variants.csv')}")
+    print_result(result, out, only=["accuracy", "tau"], note=note)
 
 
 @app.command()
@@ -231,7 +246,7 @@ def corrupt(
                    tie_tolerance=tie_tolerance, save_images=save_images,
                    bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
 
-    _run(study, out)
+    _run(study, out, printer=print_corrupt_result)
 
 
 @app.command()

@@ -105,12 +105,68 @@ class Selection:
         }  # fmt: skip
 
 
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def empty_dataset_warnings(summary: dict[str, Any]) -> list[str]:
+    """One warning when a pick keeps nothing, saying which threshold (or failure) dropped what.
+
+    ``summary`` is what ``clis pick`` writes to ``summary.json``: :meth:`Selection.summary`
+    plus the ``dropped_images`` and ``dropped_instances`` lists. An empty list when an image
+    was kept (an image is only kept with at least one instance).
+    """
+    if summary.get("images_kept"):
+        return []
+    settings = summary.get("settings", {})
+    dropped = summary.get("dropped_images", [])
+    if not dropped:
+        return ["no image kept, the dataset is empty: there were no candidate records to pick from"]
+    min_layout, min_instance = _number(settings.get("min_layout", 0)), _number(settings.get("min_instance", 0))
+    all_layouts = {d.get("layout_id") for d in dropped}
+    parts = []
+    for reason, count in Counter(d.get("reason") for d in dropped).items():
+        what = f"{count} of {len(dropped)} candidates"
+        if reason == "layout below --min-layout":
+            layouts = {d.get("layout_id") for d in dropped if d.get("reason") == reason}
+            parts.append(f"{len(layouts)} of {len(all_layouts)} layouts ({what}) dropped by --min-layout {min_layout} "
+                         f"(CLIS-L below {min_layout})")
+        elif reason == "no instance at or above --min-instance":
+            parts.append(f"{what} dropped by --min-instance {min_instance} (no instance scored {min_instance} or more)")
+        elif reason == "scoring failed":
+            parts.append(f"{what} failed scoring (their error is in the scores file)")
+        elif reason == "no score":
+            parts.append(f"{what} have no score to rank by")
+        elif reason == "invalid layout":
+            parts.append(f"{what} belong to layouts that failed validation")
+        elif reason == "layout not in the layouts file":
+            parts.append(f"{what} name a layout that is not in the layouts file")
+        elif reason == "image file not found":
+            parts.append(f"{what}: image file not found")
+        else:
+            parts.append(f"{what}: {reason}")
+    instances = summary.get("dropped_instances", [])
+    below = sum(1 for i in instances if i.get("reason") == "below --min-instance")
+    if below:
+        parts.append(f"{below} of {len(instances)} instances of the top-ranked candidates below --min-instance {min_instance}")
+    return ["no image kept, the dataset is empty: " + "; ".join(parts)
+            + " (lower --min-layout / --min-instance, or see summary.json)"]
+
+
 def _score(value: Any) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def select(records: Iterable[dict[str, Any]], layouts: Sequence[Layout], config: PickConfig) -> Selection:
-    """Apply the selection rules of the module docstring to scores.jsonl records."""
+def select(
+    records: Iterable[dict[str, Any]], layouts: Sequence[Layout], config: PickConfig,
+    invalid: dict[str, str] | None = None,
+) -> Selection:
+    """Apply the selection rules of the module docstring to scores.jsonl records.
+
+    ``invalid`` maps the ids of layouts that failed validation to their problem: their
+    records are dropped as "invalid layout" rather than as unknown layouts.
+    """
+    invalid = invalid or {}
     records = list(records)
     by_id = {layout.id: layout for layout in layouts}
     selection = Selection()
@@ -122,7 +178,9 @@ def select(records: Iterable[dict[str, Any]], layouts: Sequence[Layout], config:
         )
 
     for order, record in enumerate(records):
-        if record.get("layout_id") not in by_id:
+        if record.get("layout_id") in invalid and record.get("layout_id") not in by_id:
+            drop(record, "invalid layout", error=invalid[record["layout_id"]])
+        elif record.get("layout_id") not in by_id:
             drop(record, "layout not in the layouts file")
         elif record.get("error"):
             drop(record, "scoring failed", error=record["error"])
@@ -189,9 +247,11 @@ def read_scores_file(path: str | Path) -> list[dict[str, Any]]:
             raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise InputError(f"{path}: line {number}: expected a JSON object")
-        for key in ("layout_id", "image"):
-            if not isinstance(record.get(key), str):
-                raise InputError(f"{path}: line {number}: field {key!r}: expected a string")
+        if not isinstance(record.get("layout_id"), str):
+            raise InputError(f"{path}: line {number}: field 'layout_id': expected a string")
+        # An error record may have no image: an invalid layout without candidates gets one.
+        if not isinstance(record.get("image"), str) and not (record.get("image") is None and record.get("error")):
+            raise InputError(f"{path}: line {number}: field 'image': expected a string")
         records.append(record)
     return records
 
@@ -210,9 +270,16 @@ class SamMasker:
     """Box-prompted SAM masks (``transformers`` SAM through :func:`clis.models.load_model`)."""
 
     def __init__(self, spec: str, device: str = "cpu"):
+        from clis.errors import ModelSpecError, ModelUnavailableError
         from clis.models import load_model
 
-        self.loaded = load_model(spec, "sam", device=device)
+        try:
+            self.loaded = load_model(spec, "sam", device=device)
+        except (ModelUnavailableError, ModelSpecError) as exc:
+            # Name the option that chose the model: with `--masks sam` alone it is the default.
+            raise type(exc)(
+                f"--sam-model {spec}: {exc} (choose the SAM model with --sam-model SPEC|DIR, or drop --masks sam)"
+            ) from None
 
     def masks(self, image: Image.Image, boxes_xyxy: list[list[float]]):
         """One boolean ``H x W`` numpy mask per pixel box: the best of SAM's proposals, cut to

@@ -139,7 +139,13 @@ def _write_wordpiece_vocab(folder: Path) -> Path:
 
 
 def build_tiny_grounding_dino(root: str | Path, name: str = "tiny-grounding-dino") -> str:
-    """Random ``GroundingDinoForObjectDetection`` (tiny Swin + BERT, 2 decoder layers, 64px input)."""
+    """Random ``GroundingDinoForObjectDetection`` (tiny Swin + BERT, 2 decoder layers, 64px input).
+
+    Every image is resized to 64 x 64, and the backbone's feature maps are those of stages
+    1-3 (16, 8 and 4 px), so the extra level Grounding DINO adds is 2 x 2. With stages 2-4 and
+    aspect-keeping resizing, a square 64 px image alone in a batch reached a 1 x 1 map, where
+    GroupNorm fails ("Expected more than 1 value per channel").
+    """
     from transformers import (BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor)
 
@@ -149,7 +155,7 @@ def build_tiny_grounding_dino(root: str | Path, name: str = "tiny-grounding-dino
     torch.manual_seed(_SEED)
     config = GroundingDinoConfig(
         backbone_config=dict(model_type="swin", image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1],
-                             num_heads=[1, 1, 2, 2], window_size=4, out_indices=[2, 3, 4]),
+                             num_heads=[1, 1, 2, 2], window_size=4, out_indices=[1, 2, 3]),
         text_config=dict(model_type="bert", vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
                          num_attention_heads=2, intermediate_size=64, max_position_embeddings=64),
         d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
@@ -157,7 +163,7 @@ def build_tiny_grounding_dino(root: str | Path, name: str = "tiny-grounding-dino
         encoder_n_points=2, decoder_n_points=2, max_text_len=32,
     )
     GroundingDinoForObjectDetection(config).eval().save_pretrained(folder, safe_serialization=True)
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96})
+    image_processor = GroundingDinoImageProcessor(size={"height": 64, "width": 64})
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return str(folder)
 
@@ -256,3 +262,44 @@ def build_tiny_models(root: str | Path) -> dict[str, str]:
         "causal_lm": build_tiny_causal_lm(root),
         "sam": build_tiny_sam(root),
     }
+
+
+def _demo_commands(specs: dict[str, str], out: str = "out/tiny") -> list[str]:
+    clip, gdino, sam = specs["hf_clip"], specs["grounding_dino"], specs["sam"]
+    return [
+        f"clis score examples/images examples/layouts.json --out {out}/scores.jsonl --overwrite "
+        f"--image-model {clip} --detector {gdino} --no-layout-score",
+        f"clis pick examples/images examples/layouts.json --scores {out}/scores.jsonl --out {out}/dataset "
+        f"--min-instance 0 --masks sam --sam-model {sam}",
+        f"clis bench corrupt examples/images examples/layouts.json -o {out}/corrupt "
+        f"--image-model {clip} --detector {gdino} --no-layout-score --max-images 2 --bootstrap 100",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clis.testing OUT_DIR``: build the tiny models and print their specs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m clis.testing",
+        description="Build tiny random models (offline, seconds) to try clis score / pick / bench without "
+                    "real weights. Their scores mean nothing.",
+    )
+    parser.add_argument("out_dir", help="folder to write the model folders into")
+    parser.add_argument("--json", action="store_true", help="print {name: spec} as JSON only")
+    args = parser.parse_args(argv)
+    specs = build_tiny_models(args.out_dir)
+    if args.json:
+        print(json.dumps(specs, indent=2))
+        return 0
+    print("Tiny random models (random weights: the scores mean nothing; for trying the commands offline):")
+    for name, spec in specs.items():
+        print(f"{name}: {spec}")
+    print("\nTry, from the repository root:")
+    for command in _demo_commands(specs):
+        print(f"  {command}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
@@ -21,6 +23,29 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error, without sentences that point at a traceback nobody is shown."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    kept = [s for s in sentences if not re.search(r"stack ?trace|traceback", s, re.IGNORECASE)]
+    return " ".join(kept).rstrip(". ") or type(exc).__name__
+
+
+def pipeline_unavailable_message(generator: str, model: str, exc: BaseException) -> str:
+    """One line for a diffusers pipeline that cannot be loaded: what to fetch, or what to pass."""
+    from clis.models.cache import is_offline
+    from clis.models.hub import not_cached_message
+
+    folder = Path(model).expanduser()
+    if folder.exists() or model.startswith((".", "/", "~")) or "\\" in model or model.count("/") != 1:
+        what = "a diffusers pipeline folder (model_index.json, unet/, vae/, ...)"
+        if not folder.exists():
+            return f"generator {generator!r}: --model {model}: no such folder; pass --model with {what} or a hub id"
+        return f"generator {generator!r}: cannot load --model {model}: {_reason(exc)}; pass --model with {what}"
+    why = "it is not in the local cache and HF_HUB_OFFLINE is set" if is_offline() else f"loading failed ({_reason(exc)})"
+    return f"generator {generator!r}: " + not_cached_message(f"hf:{model}", why) + " (--model DIR)"
 
 
 class DiffusersGenerator(GeneratorAdapter):
@@ -87,12 +112,7 @@ class DiffusersGenerator(GeneratorAdapter):
                 requires_safety_checker=False,
             )
         except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelUnavailableError(
-                f"cannot load {self.pipeline_class_name} from {self.model!r}: {first_line} "
-                "(on a machine with internet run `huggingface-cli download "
-                f"{self.model}` first, or pass --model with a local folder)"
-            ) from None
+            raise ModelUnavailableError(pipeline_unavailable_message(self.name, self.model, exc)) from None
         finally:
             diffusers.utils.logging.set_verbosity(verbosity)
             diffusers.utils.logging.enable_progress_bar()

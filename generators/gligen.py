@@ -11,11 +11,12 @@ from typing import Any
 
 from clis.errors import InputError
 from clis.layout import Layout
+from clis.models.defaults import DEFAULT_GLIGEN
 
 from generators.base import DEFAULT_SIZE, GenerationError
 from generators.diffusion import DiffusersGenerator
 
-DEFAULT_GLIGEN_MODEL = "masterful/gligen-1-4-generation-text-box"
+DEFAULT_GLIGEN_MODEL = DEFAULT_GLIGEN.removeprefix("hf:")  # listed by `clis models list`
 # GLIGEN's position net holds at most this many grounding tokens; diffusers drops the rest.
 GLIGEN_MAX_OBJECTS = 30
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from clis.layout import Layout
+from clis.models.defaults import DEFAULT_SD
 
 from generators.diffusion import DiffusersGenerator
 
-DEFAULT_SD_MODEL = "CompVis/stable-diffusion-v1-4"
+DEFAULT_SD_MODEL = DEFAULT_SD.removeprefix("hf:")  # listed by `clis models list`
 
 
 class StableDiffusionGenerator(DiffusersGenerator):

@@ -64,7 +64,8 @@ def board_to_markdown(board: Board) -> str:
     align = ["---:", "---", *("---:" for _ in board.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for row in board.rows:
-        cells = [str(row.rank), escape_markdown(row.name), *(board.cell(row, c.key) for c in board.columns)]
+        name = escape_markdown(row.name) + (" (demo only)" if row.demo_only else "")
+        cells = [str(row.rank), name, *(board.cell(row, c.key) for c in board.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -73,7 +74,12 @@ def boards_to_markdown(boards: list[Board], title: str) -> str:
     """Every table, each under a heading, with its metric definitions below it."""
     parts = [f"# {escape_markdown(title)}", ""]
     for board in boards:
-        parts += [f"## {escape_markdown(board.study)}", "", board_to_markdown(board), ""]
+        parts += [f"## {escape_markdown(board.study)}", ""]
+        if board.title:
+            # What the rows are: generators only in `compare`, score columns in the other studies.
+            about = f"**{escape_markdown(board.title)}** ({code_span('clis bench ' + board.study)})"
+            parts += [about + (f". {escape_markdown(board.description)}" if board.description else ""), ""]
+        parts += [board_to_markdown(board), ""]
         if board.columns:
             parts.append("Intervals in brackets are bootstrap confidence intervals.")
             parts.append("")
@@ -98,6 +104,7 @@ def boards_to_frame(boards: list[Board]) -> pd.DataFrame:
                 "name": row.name,
                 "n_images": row.row.n_images,
                 "n_layouts": row.row.n_layouts,
+                "demo_only": bool(row.demo_only),
             }
             for column in board.columns:
                 interval = row.row.values.get(column.key)

@@ -231,6 +231,8 @@ def _row_page(board: Board, row: BoardRow, config: LeaderboardConfig, out_dir: P
     page.n_instances = len(instances)
     if not instances.empty:
         page.instances_csv = f"rows/{row.slug}/instances.csv"
+        # The row's folder may not exist yet: no candidate image could be drawn into it.
+        (out_dir / page.instances_csv).parent.mkdir(parents=True, exist_ok=True)
         instances.to_csv(out_dir / page.instances_csv, index=False)
         shown = instances.sort_values("score", ascending=True, na_position="first").head(config.max_instance_rows)
         page.instances = shown.astype(object).where(shown.notna(), None).to_dict("records")

@@ -33,6 +33,71 @@ from leaderboard.schema import BenchResult, Interval, MetricDef, ResultRow
 # Shown for a figure that is null; the same string in HTML and Markdown.
 MISSING = "–"
 
+# Heading and one-line description of each study's table: what its rows are. Only ``compare``
+# ranks generators; the other studies rank score columns (CLIS, CLIS-I, their terms).
+STUDY_TEXT = {
+    "compare": ("Generators ranked by CLIS",
+                "Each row is a layout-conditioned generator, scored on the same layouts."),
+    "corrupt": ("Sensitivity to corruptions",
+                "Each row is a score, not a generator: how often the clean (image, layout) pair beats its "
+                "corrupted variants (accuracy) and how the score falls with the severity (Kendall τ)."),
+    "correlate": ("Agreement with human ratings",
+                  "Each row is a score, not a generator: its rank correlation with human ratings."),
+    "pairwise": ("Agreement with human preferences",
+                 "Each row is a score, not a generator: how often it picks the image people preferred."),
+    "buckets": ("Score buckets", "Each row is a bucket of candidates by score, exported as a COCO subset."),
+    "downstream": ("Downstream detectors per score bucket",
+                   "Each row is a score bucket: the detector trained on it, evaluated on real data."),
+}
+DEMO_GENERATORS = ("shapes",)
+
+
+def study_text(study: str) -> tuple[str, str]:
+    """(heading, description) of a study's table; unknown studies get a plain heading."""
+    return STUDY_TEXT.get(study, (f"Study: {study}", ""))
+
+
+def _demo_generator(info: Any) -> str | None:
+    """The generator name when generation info (a generate or score manifest's) is demo-only."""
+    if not isinstance(info, dict):
+        return None
+    generator = info.get("generator")
+    if info.get("demo_only") is True or generator in DEMO_GENERATORS:
+        return str(generator or "demo")
+    return None
+
+
+def _read_json_object(path: Any) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def demo_only_generator(row: ResultRow, result: BenchResult) -> str | None:
+    """Which demo-only generator (``shapes``) made this row's candidates, or None.
+
+    Looked up in this order: ``generation`` on the row or on the result; the manifest
+    ``clis score`` wrote beside the row's scores file (``run.generation``); the generate
+    manifest (``manifest.json``) of an image folder the study read itself (``corrupt``,
+    ``compare`` of folders) or of the row's ``images_root``.
+    """
+    for info in ((row.model_extra or {}).get("generation"), (result.model_extra or {}).get("generation")):
+        if found := _demo_generator(info):
+            return found
+    scores = result.resolve(row.scores_file)
+    if scores is not None:
+        manifest = _read_json_object(scores.with_name(scores.name + ".manifest.json"))
+        if found := _demo_generator((manifest.get("run") or {}).get("generation")):
+            return found
+    folders = [result.resolve(ref.path) for ref in result.inputs if ref.role in ("images", "candidates")]
+    folders.append(result.resolve(row.images_root))
+    for folder in folders:
+        if folder is not None and (found := _demo_generator(_read_json_object(folder / "manifest.json"))):
+            return found
+    return None
+
 
 def format_number(value: float | None, decimals: int) -> str:
     return MISSING if value is None else f"{value:.{decimals}f}"
@@ -113,6 +178,8 @@ class BoardRow:
     result: BenchResult
     slug: str = ""
     rank: int = 0
+    # The demo-only generator (shapes) that made this row's candidates: the row gets a badge.
+    demo_only: str | None = None
 
     def value(self, key: str) -> float | None:
         interval = self.row.values.get(key)
@@ -129,6 +196,8 @@ class Board:
     sources: list[BenchResult]
     sort_key: str | None
     notes: list[str] = field(default_factory=list)
+    title: str = ""
+    description: str = ""
     # Unique among the boards of one build: "my study" and "my-study" must not share a page
     # anchor or a plot file.
     slug: str = ""
@@ -226,8 +295,10 @@ def build_boards(results: list[BenchResult], config: LeaderboardConfig | None = 
                 if names[name] > 1 and result.source is not None:
                     # The same name in two submissions: keep both, told apart by their file.
                     name = f"{row.name} ({result.source.name})"
-                rows.append(BoardRow(name=name, row=row, result=result))
-        board = Board(study=study, columns=columns, rows=[], sources=members, sort_key=sort_key, notes=notes)
+                rows.append(BoardRow(name=name, row=row, result=result, demo_only=demo_only_generator(row, result)))
+        title, description = study_text(study)
+        board = Board(study=study, columns=columns, rows=[], sources=members, sort_key=sort_key, notes=notes,
+                      title=title, description=description)
         board.slug = _unique_slug(slugify(study, "study"), used_board_slugs)
         board.rows = _sort_rows(rows, sort_key, board.sort_descending)
         for rank, board_row in enumerate(board.rows, start=1):

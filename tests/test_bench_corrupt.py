@@ -231,6 +231,14 @@ def test_corrupt_end_to_end_on_example_photos_with_tiny_models(tiny_models, tmp_
         "--max-images", "3", "--bootstrap", "100", "--save-images",
     ])
     assert res.exit_code == 0, res.output
+    # The table fits 80 columns: overall accuracy and τ per score, no truncated cells; the
+    # per-kind figures are named as being in the files.
+    assert "…" not in res.output and "swap_labels acc." not in res.output
+    table = [line for line in res.output.splitlines() if line[:1] in "┏┃┡│└"]
+    assert len(table) >= 5 and all(len(line) <= 80 for line in table), res.output
+    assert "accuracy (all kinds)" in res.output and "τ (all kinds)" in res.output
+    assert "per-kind accuracy and τ (8 kinds x 3 severities)" in " ".join(res.output.split())
+    assert "variants.csv" in res.output
     result = read_result(out / "result.json")
     assert result.study == "corrupt"
     assert result.models["image_model"] == tiny_models["hf_clip"]

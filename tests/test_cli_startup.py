@@ -58,6 +58,40 @@ def test_help_of_every_command_imports_no_heavy_library():
     assert report["heavy"] == []
 
 
+def test_models_list_imports_no_heavy_library():
+    """`clis models list` only looks at files: no torch, transformers or open_clip to print the table."""
+    report = run_python(
+        "import contextlib, io, json, sys\n"
+        "import clis.cli\n"
+        "out = io.StringIO()\n"
+        "for argv in (['models', 'list'], ['models', 'list', '--json']):\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        try:\n"
+        "            clis.cli.main(argv)\n"
+        "        except SystemExit as exc:\n"
+        "            assert exc.code in (0, None), exc.code\n"
+        "print(json.dumps({'heavy': [m for m in HEAVY if m in sys.modules], 'listed': 'embedded:minilm' in out.getvalue()}))"
+    )
+    assert report == {"heavy": [], "listed": True}
+
+
+def test_plugin_and_command_modules_import_without_torch():
+    """Importing every clis.cli module and every clis.commands entry point pulls in no heavy library."""
+    report = run_python(
+        "import importlib, importlib.metadata, json, pkgutil, sys\n"
+        "import clis.cli\n"
+        "names = [m.name for m in pkgutil.iter_modules(clis.cli.__path__)]\n"
+        "for name in names:\n"
+        "    importlib.import_module(f'clis.cli.{name}')\n"
+        "plugins = [ep.value for ep in importlib.metadata.entry_points(group='clis.commands')]\n"
+        "for ep in importlib.metadata.entry_points(group='clis.commands'):\n"
+        "    ep.load()\n"
+        "print(json.dumps({'heavy': [m for m in HEAVY if m in sys.modules], 'plugins': sorted(plugins), 'n': len(names)}))"
+    )
+    assert report["heavy"] == []
+    assert {"benchmarks.cli:app", "leaderboard.cli:app"} <= set(report["plugins"]) and report["n"] >= 5
+
+
 def test_default_model_specs_import_without_torch():
     report = run_python(
         "import sys, json\n"

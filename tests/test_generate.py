@@ -204,6 +204,44 @@ def test_missing_diffusion_weights_are_a_clear_error(tmp_path):
         create_generator("gligen", model=str(tmp_path / "no-such-model"), width=64, height=64)
 
 
+def test_uncached_diffusion_weights_say_clis_models_fetch_in_one_line(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("diffusers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    layouts_path = save_layouts([Layout.model_validate(d) for d in LAYOUTS], tmp_path / "layouts.json")
+    model = "clis-tests/surely-not-cached-gligen-7f3a"
+    code, output = run_cli(["generate", str(layouts_path), "-g", "gligen", "--model", model,
+                            "--out", str(tmp_path / "out"), "--width", "64", "--height", "64"], capsys)
+    assert code == 2, output
+    assert f"clis models fetch hf:{model}" in output and "--model" in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), output
+    for stale in ("huggingface-cli", "stacktrace", "Traceback"):
+        assert stale not in output
+
+
+def test_pipeline_error_drops_pointers_to_an_unshown_stacktrace(tmp_path):
+    from generators.diffusion import pipeline_unavailable_message
+
+    diffusers_error = OSError(
+        "Cannot load model org/name: the model is not fully cached locally (no snapshot) and an error occurred "
+        "while trying to fetch metadata from the Hub. Please check out the root cause in the stacktrace above."
+    )
+    (tmp_path / "pipe").mkdir()
+    message = pipeline_unavailable_message("sd", str(tmp_path / "pipe"), diffusers_error)
+    assert "fetch metadata from the Hub" in message and "stacktrace" not in message
+    assert "\n" not in message and "--model" in message
+    assert "no such folder" in pipeline_unavailable_message("sd", str(tmp_path / "absent"), diffusers_error)
+
+
+def test_default_pipelines_are_the_listed_specs():
+    from clis.models import DEFAULT_GLIGEN, DEFAULT_SD, known_models
+    from generators.gligen import DEFAULT_GLIGEN_MODEL
+    from generators.sd import DEFAULT_SD_MODEL
+
+    assert f"hf:{DEFAULT_GLIGEN_MODEL}" == DEFAULT_GLIGEN and f"hf:{DEFAULT_SD_MODEL}" == DEFAULT_SD
+    assert {DEFAULT_GLIGEN, DEFAULT_SD} <= {row.spec for row in known_models()}
+
+
 def test_instancediffusion_needs_a_checkout(monkeypatch, tmp_path):
     monkeypatch.delenv(CHECKOUT_ENV, raising=False)
     with pytest.raises(InputError, match="github.com/frank-xwang/InstanceDiffusion.*CLIS_INSTANCEDIFFUSION_DIR"):

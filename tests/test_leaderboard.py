@@ -326,6 +326,74 @@ def test_studies_get_separate_tables(tmp_path, bench):
     assert len(board_table(report.index, "compare")["rows"]) == 3
 
 
+def _study_section(index: Path, study: str) -> str:
+    text = index.read_text(encoding="utf-8")
+    return text.split(f'id="study-{study}"', 1)[1].split("<table", 1)[0]
+
+
+def _name_cells(index: Path, study: str) -> dict[str, str]:
+    """Row name -> the HTML of its name cell, in one study's table."""
+    table = index.read_text(encoding="utf-8").split(f'id="board-{study}"', 1)[1].split("</table>", 1)[0]
+    cells = re.findall(r'<td class="name" data-value="([^"]*)">(.*?)</td>', table)
+    return dict(cells)
+
+
+def test_study_headings_say_what_the_rows_are(tmp_path, bench):
+    corrupt = tmp_path / "corrupt.json"
+    metrics = [{"key": "accuracy", "label": "accuracy (all kinds)"}]
+    rows = [{"name": name, "values": {"accuracy": {"value": v}}} for name, v in (("clis", 0.8), ("global", 0.6))]
+    corrupt.write_text(json.dumps(result_document(rows, study="corrupt", metrics=metrics)))
+    report = build_site([corrupt, bench], tmp_path / "site")
+    compare_part, corrupt_part = _study_section(report.index, "compare"), _study_section(report.index, "corrupt")
+    assert "Generators ranked by CLIS" in compare_part
+    assert "ranked by CLIS" not in corrupt_part and "generators ranked" not in corrupt_part.lower()
+    assert "Sensitivity to corruptions" in corrupt_part and "Each row is a score, not a generator" in corrupt_part
+    # The page's lede, above every study, does not claim that everything ranks generators.
+    lede = report.index.read_text(encoding="utf-8").split('id="study-', 1)[0]
+    assert "generators ranked by CLIS" not in lede.lower()
+    markdown = (tmp_path / "site" / "leaderboard.md").read_text()
+    assert "**Sensitivity to corruptions**" in markdown.split("## corrupt\n", 1)[1].split("## ", 1)[0]
+
+
+def test_demo_only_candidates_carry_a_badge_in_every_study(tmp_path, bench):
+    # corrupt, on images made by the shapes generator: its generate manifest says demo_only.
+    shapes = tmp_path / "shapes-images"
+    shapes.mkdir()
+    (shapes / "manifest.json").write_text(json.dumps({"generator": "shapes", "demo_only": True, "n": 1}))
+    real = tmp_path / "photos"
+    real.mkdir()
+    (real / "manifest.json").write_text(json.dumps({"generator": "gligen", "demo_only": False}))
+    metrics = [{"key": "accuracy", "label": "accuracy (all kinds)"}]
+    rows = [{"name": name, "values": {"accuracy": {"value": v}}} for name, v in (("clis", 0.8), ("global", 0.6))]
+    for folder, study_file in ((shapes, "corrupt-shapes.json"), (real, "corrupt-real.json")):
+        document = result_document(rows, study="corrupt", metrics=metrics)
+        document["inputs"] = [{"role": "images", "path": folder.name}, {"role": "layouts", "path": "layouts.json"}]
+        (tmp_path / study_file).write_text(json.dumps(document))
+    # compare: a row whose scores file's manifest (written by clis score) names the shapes generator.
+    demo_scores = tmp_path / "demo" / "scores.jsonl"
+    demo_scores.parent.mkdir()
+    demo_scores.write_text(scores_line("L0", "a/0.png", 40.0, 50.0) + "\n")
+    Path(f"{demo_scores}.manifest.json").write_text(
+        json.dumps({"run": {"generation": {"generator": "shapes", "demo_only": True}}})
+    )
+    demo_row = {**generator_row("gligen"), "name": "toy", "scores_file": "demo/scores.jsonl"}
+    (tmp_path / "compare-demo.json").write_text(json.dumps(result_document([demo_row])))
+    report = build_site([tmp_path / "corrupt-shapes.json", tmp_path / "corrupt-real.json",
+                         tmp_path / "compare-demo.json", bench], tmp_path / "site")
+
+    corrupt_cells = _name_cells(report.index, "corrupt")
+    badged = {name for name, cell in corrupt_cells.items() if "demo only" in cell}
+    assert badged == {"clis (corrupt-shapes.json)", "global (corrupt-shapes.json)"}, corrupt_cells
+    compare_cells = _name_cells(report.index, "compare")
+    assert "demo only" in compare_cells["toy"]
+    assert not any("demo only" in cell for name, cell in compare_cells.items() if name != "toy")
+    page = next(p for p in report.pages if p.name.startswith("corrupt-clis-corrupt-shapes"))
+    assert "demo only" in page.read_text() and "shapes" in page.read_text()
+    frame = pd.read_csv(tmp_path / "site" / "leaderboard.csv")
+    assert frame.loc[frame["name"] == "toy", "demo_only"].item() == True  # noqa: E712
+    assert "toy (demo only)" in (tmp_path / "site" / "leaderboard.md").read_text()
+
+
 def test_same_name_in_two_submissions_keeps_both_rows(tmp_path, bench):
     again = tmp_path / "resubmitted.json"
     again.write_text(json.dumps(result_document([generator_row("gligen")])))
@@ -687,7 +755,9 @@ def test_site_from_an_end_to_end_run_with_tiny_models(tiny_models, tmp_path):
 
     table = board_table(out / "index.html")
     by_clis = sorted(result.rows, key=lambda r: r.values["clis_mean"].value, reverse=True)
-    assert [r[1] for r in table["rows"]] == [r.name for r in by_clis]
+    # The shapes generator made every candidate: each row carries the demo-only badge.
+    assert all(r[1].endswith(" demo only") for r in table["rows"]), table["rows"]
+    assert [r[1].removesuffix(" demo only") for r in table["rows"]] == [r.name for r in by_clis]
     assert all(r.n_images == 6 for r in result.rows)
     frame = pd.read_csv(out / "leaderboard.csv")
     for row in result.rows:

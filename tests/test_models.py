@@ -433,11 +433,22 @@ def test_known_models_cover_every_default():
 
     rows = {row.spec: row for row in known_models()}
     for const in ("DEFAULT_CLIP", "DEFAULT_DETECTOR", "OWLV2_DETECTOR", "DEFAULT_LLM", "DEFAULT_TEXT_EMBEDDER",
-                  "DEFAULT_SAM"):
+                  "DEFAULT_SAM", "DEFAULT_GLIGEN", "DEFAULT_SD"):
         assert getattr(models, const) in rows
     assert rows["embedded:minilm"].available and rows["embedded:minilm"].task == "text-embedding"
     assert rows["embedded:smollm2"].available
-    assert all(row.task in TASKS for row in rows.values())
+    assert rows[models.DEFAULT_GLIGEN].task == rows[models.DEFAULT_SD].task == "generator"
+    assert all(row.task in (*TASKS, "generator") for row in rows.values())
+
+
+def test_open_clip_cache_files_of_known_models_match_open_clip():
+    """known_models() finds open_clip tags without importing open_clip; its file list must be open_clip's."""
+    from clis.models import hub, inventory, parse_spec
+
+    for spec, _task, _role, _description, files in inventory._KNOWN:
+        if parse_spec(spec).kind == "open_clip_tag":
+            _, cfg = hub.open_clip_tag_config(parse_spec(spec))
+            assert list(files) == hub._open_clip_candidates(cfg), spec
 
 
 def test_cli_models_list_and_fetch(tiny_models, empty_offline_hub):

@@ -178,6 +178,30 @@ def test_cli_pick_with_scores_and_sam_masks(tiny_models, tmp_path, capsys, monke
     assert summary["masks"]["spec"] == tiny_models["sam"]
 
 
+def test_cli_pick_warns_when_the_dataset_is_empty_and_says_which_threshold(tmp_path, capsys):
+    candidates = _candidates(tmp_path / "cand")
+    layouts = save_layouts(LAYOUTS, tmp_path / "layouts.json")
+    scores = tmp_path / "scores.jsonl"
+    scores.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    # --min-layout 75 drops every layout (CLIS-L 70, 70, 49; pets/1 failed): exit 0, with a warning.
+    code, output = run_cli(["pick", str(candidates), str(layouts), "--scores", str(scores),
+                            "--out", str(tmp_path / "ds"), "--min-layout", "75"], capsys)
+    assert code == 0, output
+    warning = next(line for line in output.splitlines() if line.startswith("warning: no image kept"))
+    assert "3 of 3 layouts (5 of 6 candidates) dropped by --min-layout 75 (CLIS-L below 75)" in warning
+    assert "1 of 6 candidates failed scoring" in warning
+    # --min-instance 100: every top-ranked candidate loses all its instances.
+    code, output = run_cli(["pick", str(candidates), str(layouts), "--scores", str(scores),
+                            "--out", str(tmp_path / "ds2"), "--min-instance", "100", "--min-layout", "0"], capsys)
+    assert code == 0, output
+    assert "warning: no image kept" in output and "dropped by --min-instance 100" in output
+    assert "instances of the top-ranked candidates below --min-instance 100" in output
+    # A pick that keeps something says nothing of the kind.
+    code, output = run_cli(["pick", str(candidates), str(layouts), "--scores", str(scores),
+                            "--out", str(tmp_path / "ds3")], capsys)
+    assert code == 0 and "no image kept" not in output
+
+
 def _pick_scoring_itself(tiny_models, tmp_path, capsys, *options: str):
     """``clis pick`` on fresh candidates with no --scores (tiny CLIP, no detector, no CLIS-L)."""
     candidates = _candidates(tmp_path / "cand")
@@ -196,6 +220,19 @@ def test_cli_pick_loads_sam_before_scoring(tiny_models, tmp_path, capsys):
     )
     assert code == 2 and "no-sam" in output and "Traceback" not in output
     assert not (out / "scores.jsonl").exists()  # failed before scoring a single candidate
+
+
+def test_missing_default_sam_names_the_sam_model_option(tiny_models, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    from clis.models import DEFAULT_SAM
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    code, output, out = _pick_scoring_itself(tiny_models, tmp_path, capsys, "--masks", "sam")
+    assert code == 2 and "Traceback" not in output
+    assert f"--sam-model {DEFAULT_SAM}" in output and "--sam-model SPEC" in output
+    assert f"clis models fetch {DEFAULT_SAM}" in output
 
 
 def test_cli_pick_scores_candidates_itself(tiny_models, tmp_path, capsys):
@@ -232,6 +269,9 @@ def test_cli_pick_warns_like_score_and_marks_demo_only_datasets(tiny_models, tmp
     )  # fmt: skip
     assert code == 0, output
     warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    # Random tiny models keep nothing at the default thresholds: that is said first.
+    empty, *warnings = warnings
+    assert empty.startswith("warning: no image kept") and "--min-instance 60" in empty
     assert len(warnings) == 2 and "'shapes' generator, which is demo_only" in warnings[0]
     assert warnings[1].startswith("warning: 1 caption and 0 object phrases are longer than the CLIP text context")
     generation = json.loads((tmp_path / "ds" / "summary.json").read_text())["generation"]
@@ -242,5 +282,5 @@ def test_cli_pick_warns_like_score_and_marks_demo_only_datasets(tiny_models, tmp
          "--out", str(tmp_path / "ds2")], capsys,
     )  # fmt: skip
     assert code == 0, output
-    assert [line for line in output.splitlines() if line.startswith("warning:")] == warnings[:1]
+    assert [line for line in output.splitlines() if line.startswith("warning:")] == [empty, warnings[0]]
     assert json.loads((tmp_path / "ds2" / "summary.json").read_text())["generation"]["demo_only"] is True

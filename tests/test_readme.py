@@ -50,3 +50,21 @@ def test_main_job_command_uses_real_files_and_commands(capsys):
         except SystemExit as exc:
             assert (exc.code or 0) == 0
         assert "Usage" in capsys.readouterr().out
+
+
+def test_offline_tiny_model_demo_matches_what_clis_testing_prints():
+    """The README's "Try it offline" block runs the commands `python -m clis.testing` prints."""
+    from clis.testing import _demo_commands
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"### Try it offline with tiny models.*?```bash\n(.*?)\n```", text, flags=re.S).group(1)
+    first, *commands = block.splitlines()
+    root = shlex.split(first)[-1]
+    assert shlex.split(first)[:3] == ["python", "-m", "clis.testing"]
+    names = {"hf_clip": "tiny-hf-clip", "grounding_dino": "tiny-grounding-dino", "sam": "tiny-sam"}
+    assert commands == _demo_commands({key: f"{root}/{name}" for key, name in names.items()})
+    for command in commands:
+        for arg in shlex.split(command):
+            if arg.startswith("examples/"):
+                assert (ROOT / arg).exists(), arg
+

@@ -43,8 +43,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def example_run(tiny_models, tmp_path_factory):
     """`clis score examples/images examples/layouts.json` with tiny CLIP + OWLv2, as a user runs it.
 
-    (The tiny Grounding DINO cannot take a square image alone in a batch: its 64-pixel input leaves
-    a 1x1 feature map that GroupNorm rejects. Its path is covered in test_image_score.py and below.)"""
+    (The tiny Grounding DINO's path is covered in test_image_score.py, test_testing.py and below.)"""
     out = tmp_path_factory.mktemp("score") / "scores.jsonl"
     result = run_clis(
         "score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"), "--out", str(out),
@@ -99,9 +98,19 @@ def test_examples_manifest_and_csv(example_run, tiny_models):
     assert [float(r["clis"]) for r in rows] == [r["clis"] for r in records]
 
 
-def test_detector_failure_on_one_image_is_recorded_and_the_run_goes_on(tiny_models, tmp_path):
-    # The tiny Grounding DINO fails on the square camera.jpg when it is alone in a batch (see
-    # example_run): a real failure. --batch-size 1 puts every candidate in a batch of its own.
+def test_detector_failure_on_one_image_is_recorded_and_the_run_goes_on(tiny_models, tmp_path, monkeypatch):
+    # The detector fails on the camera layout (the one whose queries name a tripod), in a batch
+    # and alone: its candidate becomes an error record, the other six are scored.
+    from clis.image_score.detection import Detector
+
+    detect = Detector.detect
+
+    def failing_detect(self, images, queries):
+        if any("tripod" in q for q in queries):
+            raise RuntimeError("Expected more than 1 value per channel")
+        return detect(self, images, queries)
+
+    monkeypatch.setattr(Detector, "detect", failing_detect)
     out = tmp_path / "s.jsonl"
     result = runner.invoke(app, ["score", str(EXAMPLES / "images"), str(EXAMPLES / "layouts.json"), "--out", str(out),
                                  "--image-model", tiny_models["hf_clip"], "--detector", tiny_models["grounding_dino"],

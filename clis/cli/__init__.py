@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from clis import __version__
+from clis.cli._help import TidyHelpGroup
 from clis.errors import ClisError
 
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -32,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=TidyHelpGroup,  # IMAGES LAYOUTS, --out PATH, flags without <bool>: see clis/cli/_help.py
 )
 
 
@@ -80,7 +82,10 @@ _register_plugin_commands()
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a one-line error and return the ``typer.Exit`` to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    # The message holds user strings (paths, ids, "[x, y, w, h]"): never read as markup.
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clis.errors import InputError
-from clis.formats import load_layouts
+from clis.formats import read_layouts
 from clis.models import DEFAULT_SAM
 from clis.pick import PickConfig, SamMasker, read_scores_file, select, write_dataset
 
@@ -36,7 +36,8 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device):
+def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device,
+                      invalid=()):
     """Score with :class:`clis.scorer.Scorer`: records, their file, what made the candidates, warnings."""
     from clis.scorer import ScoreConfig, Scorer
 
@@ -54,7 +55,7 @@ def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_
         with _progress() as progress:
             task = progress.add_task("score", total=None)
             records = scorer.score_folder(
-                candidates, layouts, out=scores_path,
+                candidates, layouts, out=scores_path, invalid=invalid,
                 on_start=lambda total, done: progress.update(task, total=total, completed=done),
                 on_record=lambda record: progress.advance(task),
             )  # fmt: skip
@@ -79,6 +80,9 @@ def pick(
     detector: Optional[str] = typer.Option(None, "--detector", help="Detector spec for scoring, or none."),
     layout_score: bool = typer.Option(True, "--layout-score/--no-layout-score", help="Score layouts with CLIS-L."),
     device: str = typer.Option("cpu", "--device", help="Device for scoring and SAM."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: pick from the valid ones)."
+    ),
 ) -> None:
     """Keep the top candidates per layout, drop weak instances and layouts, write COCO."""
     from clis.cli import warn
@@ -86,7 +90,8 @@ def pick(
     if masks not in ("none", "sam"):
         raise InputError(f"--masks must be none or sam, got {masks!r}")
     config = PickConfig(top=top, min_instance=min_instance, min_layout=min_layout, rank_by=rank_by)
-    layout_list = load_layouts(layouts)
+    report = read_layouts(layouts, strict=strict)
+    layout_list = report.layouts
     if not candidates.is_dir():
         raise InputError(f"{candidates}: candidates folder not found")
     # SAM loads before scoring, which can take hours: a missing SAM model fails in seconds.
@@ -101,9 +106,11 @@ def pick(
         generation, warnings = read_generation(candidates, layout_list)
     else:
         records, scores_path, generation, warnings = _score_candidates(
-            candidates, layout_list, out, score_config, image_model, detector, layout_score, device
+            candidates, layout_list, out, score_config, image_model, detector, layout_score, device, report.invalid
         )
-    selection = select(records, layout_list, config)
+    # keyed as `clis score` keys their records: the record's own id, else "record <index>"
+    invalid = {bad.layout_id or f"record {bad.index}": bad.error for bad in report.invalid}
+    selection = select(records, layout_list, config, invalid=invalid)
     with _progress() as progress:
         task = progress.add_task("write", total=len(selection.kept))
         write_dataset(selection, out, candidates, scores_path, masker, on_image=lambda: progress.advance(task))
@@ -114,6 +121,8 @@ def pick(
         "masks": masker.describe() if masker else None,
         # What made the candidates (generator, demo_only, ...), so a demo-only dataset says so.
         "generation": generation,
+        # Layout records of the file that failed validation: none of their candidates is kept.
+        "invalid_layouts": [{"index": bad.index, "layout_id": bad.layout_id, "error": bad.error} for bad in report.invalid],
         **selection.summary(config),
         "dropped_images": selection.dropped_images,
         "dropped_instances": selection.dropped_instances,
@@ -121,6 +130,11 @@ def pick(
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _print_summary(summary, out)
     warn(warnings)
+    if report.invalid:
+        from clis.cli.score import invalid_layouts_warning
+
+        warn(invalid_layouts_warning(layouts, report.invalid))
+        raise typer.Exit(1)
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -136,6 +150,11 @@ def _print_summary(summary: dict, out: Path) -> None:
     table.add_row("layouts with no kept image", str(len(summary["layouts_without_image"])))
     console.print(table)
     console.print(f"dataset: {out / 'annotations.json'}, {out / 'images'}; summary: {out / 'summary.json'}")
+    # An empty dataset still exits 0, but never silently: say which threshold dropped what.
+    from clis.cli import warn
+    from clis.pick import empty_dataset_warnings
+
+    warn(empty_dataset_warnings(summary))
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clis.errors import ClisError, InputError
+from clis.models.defaults import DEFAULT_CLIP, DEFAULT_DETECTOR
+
+# ScoreConfig's defaults as --help shows them, written out so that --help need not import
+# clis.scorer (and torch); tests/test_cli_help.py checks them against ScoreConfig.
+SHOWN_DEFAULTS = {"batch_size": "32", "device": "cpu"}
 
 # --weight NAME=VALUE: which config group each name belongs to.
 WEIGHT_NAMES = {
@@ -102,10 +107,14 @@ def score(
     layouts: Path = typer.Argument(..., help="layouts.json, an ACP scene-graph JSON or a COCO instances JSON."),
     out: Path = typer.Option(Path("scores.jsonl"), "--out", "-o", help="Output JSONL, one line per candidate."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV row per candidate."),
-    image_model: Optional[str] = typer.Option(None, "--image-model", help="CLIP spec or local PATH."),
-    detector: Optional[str] = typer.Option(None, "--detector", help="Detector spec, local PATH, or 'none'."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images + crops per forward pass."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, ..."),
+    image_model: Optional[str] = typer.Option(None, "--image-model", show_default=DEFAULT_CLIP,
+                                              help="CLIP spec or local PATH."),
+    detector: Optional[str] = typer.Option(None, "--detector", show_default=DEFAULT_DETECTOR,
+                                           help="Detector spec, local PATH, or 'none'."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, show_default=SHOWN_DEFAULTS["batch_size"],
+                                             help="Images + crops per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", show_default=SHOWN_DEFAULTS["device"],
+                                         help="cpu, cuda, cuda:1, ..."),
     no_layout_score: bool = typer.Option(False, "--no-layout-score", help="Score images only (clis = clis_i)."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished candidates in --out; score the rest."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
@@ -119,7 +128,13 @@ def score(
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Larger images become error records."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Background image loader threads."),
     embedding_cache: Optional[Path] = typer.Option(None, "--embedding-cache", help="SQLite text-embedding cache."),
+    layout_scores: Optional[Path] = typer.Option(
+        None, "--layout-scores", help="CLIS-L from this `clis score-layouts` output instead of computing it."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: score the valid ones)."
+    ),
 ) -> None:
     """Score candidate images against their layouts (CLIS-I, plus CLIS-L when available)."""
     from clis.cli import err_console, fail, warn
@@ -139,26 +154,38 @@ def score(
 
 def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image_model, detector, batch_size,
          device, no_layout_score, resume, overwrite, config, weight, crop_margin, distractor, max_pixels,
-         num_workers, embedding_cache, quiet, **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
-    from clis.formats import load_layouts
+         num_workers, embedding_cache, quiet, strict=False, layout_scores=None, **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
+    from clis.formats import read_layouts
+
+    # Everything about the input is checked before torch and any model are loaded, so a typo
+    # in a path fails at once.
+    if not images.is_dir():
+        raise InputError(f"{images}: images folder not found (or not a directory)")
+    report = read_layouts(layouts, strict=strict)
+    layout_list = report.layouts
+    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
+        raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+
     from clis.scorer import ScoreConfig, Scorer, check_layouts_in_canvas
 
     overrides = _overrides(
         image_model=image_model, detector=detector, batch_size=batch_size, device=device, crop_margin=crop_margin,
         max_pixels=max_pixels, num_workers=num_workers,
         embedding_cache=str(embedding_cache) if embedding_cache else None,
+        layout_scores=str(layout_scores) if layout_scores else None,
         distractors=list(distractor) or None, layout_score=False if no_layout_score else None,
     )
     overrides.update(parse_weights(weight))
     settings = ScoreConfig.from_file(config, **overrides) if config else ScoreConfig.checked(overrides, "options")
-
-    # Everything about the input is checked before any model is loaded.
-    if not images.is_dir():
-        raise InputError(f"{images}: images folder not found (or not a directory)")
-    layout_list = load_layouts(layouts)
     check_layouts_in_canvas(layout_list, str(layouts))
-    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
-        raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+    if settings.layout_scores:
+        if not settings.layout_score:
+            raise InputError("--layout-scores and --no-layout-score contradict each other; pass one of them")
+        from clis.layout_score import LayoutScoreConfig
+        from clis.layout_score.precomputed import PrecomputedLayoutScores
+
+        # A file of other settings, or one lacking a layout, fails here, before any model loads.
+        PrecomputedLayoutScores(settings.layout_scores, LayoutScoreConfig(**settings.layout)).score_layouts(layout_list)
 
     scorer = Scorer(settings)
     console = Console(stderr=True)
@@ -184,14 +211,24 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         with progress:
             records = scorer.score_folder(
                 images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
-                on_layout_progress=on_layout_progress,
+                on_layout_progress=on_layout_progress, invalid=report.invalid,
                 on_start=on_start, on_record=lambda _record: progress.advance(task),
             )
     finally:
         scorer.close()  # also when --resume is refused: the embedding cache must be closed cleanly
     if csv_path is not None:
         write_csv(records, csv_path)
-    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing), scorer.warnings()
+    warnings = [*invalid_layouts_warning(layouts, report.invalid), *scorer.warnings()]
+    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing), warnings
+
+
+def invalid_layouts_warning(layouts: Path, invalid: list) -> list[str]:
+    """One warning line counting the invalid layouts a run went past (none when all are valid)."""
+    if not invalid:
+        return []
+    noun = "layout is" if len(invalid) == 1 else "layouts are"
+    return [f"{layouts}: {len(invalid)} {noun} invalid and got error records (first: {invalid[0].error}); "
+            "`clis validate` lists every problem, --strict refuses the file"]
 
 
 def register(app: typer.Typer) -> None:

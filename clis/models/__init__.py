@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from clis.models.defaults import (
     DEFAULT_CLIP,
     DEFAULT_DETECTOR,
+    DEFAULT_GLIGEN,
     DEFAULT_LLM,
     DEFAULT_SAM,
+    DEFAULT_SD,
     DEFAULT_TEXT_EMBEDDER,
     OWLV2_DETECTOR,
 )
@@ -27,19 +29,20 @@ from clis.models.defaults import (
 # public name -> the submodule that defines it (imported on first access)
 _LAZY = {
     "TASKS": "loaders",
-    "KnownModel": "registry",
+    "KnownModel": "inventory",
     "LoadedModel": "registry",
     "fetch_model": "registry",
-    "known_models": "registry",
+    "known_models": "inventory",
     "load_model": "registry",
-    "locate_model": "registry",
+    "locate_model": "inventory",
     "ModelSpec": "spec",
     "parse_spec": "spec",
 }
 
 if TYPE_CHECKING:
     from clis.models.loaders import TASKS
-    from clis.models.registry import KnownModel, LoadedModel, fetch_model, known_models, load_model, locate_model
+    from clis.models.inventory import KnownModel, known_models, locate_model
+    from clis.models.registry import LoadedModel, fetch_model, load_model
     from clis.models.spec import ModelSpec, parse_spec
 
 
@@ -56,7 +59,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_CLIP", "DEFAULT_DETECTOR", "DEFAULT_LLM", "DEFAULT_SAM", "DEFAULT_TEXT_EMBEDDER", "OWLV2_DETECTOR",
+    "DEFAULT_CLIP", "DEFAULT_DETECTOR", "DEFAULT_GLIGEN", "DEFAULT_LLM", "DEFAULT_SAM", "DEFAULT_SD",
+    "DEFAULT_TEXT_EMBEDDER", "OWLV2_DETECTOR",
     "TASKS", "KnownModel", "LoadedModel", "ModelSpec", "fetch_model", "known_models", "load_model",
     "locate_model", "parse_spec",
 ]

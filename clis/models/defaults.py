@@ -10,3 +10,7 @@ OWLV2_DETECTOR = "hf:google/owlv2-base-patch16-ensemble"
 DEFAULT_LLM = "embedded:smollm2"
 DEFAULT_TEXT_EMBEDDER = "embedded:minilm"
 DEFAULT_SAM = "hf:facebook/sam-vit-base"
+# The diffusion pipelines of `clis generate --generator gligen|sd` (hub ids as specs; the
+# generators take the id without "hf:").
+DEFAULT_GLIGEN = "hf:masterful/gligen-1-4-generation-text-box"
+DEFAULT_SD = "hf:CompVis/stable-diffusion-v1-4"

