@@ -85,6 +85,11 @@ class InvalidLayout:
         return Layout.model_construct(id=layout_id, images=self.images, objects=[], relations=[], **extra)
 
     @property
+    def key(self) -> str:
+        """The ``layout_id`` of this record's error records: its own id, else ``record <index>``."""
+        return self.layout_id if self.layout_id is not None else f"record {self.index}"
+
+    @property
     def error(self) -> str:
         """The first problem on one line, with the count of the others."""
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
@@ -172,7 +177,11 @@ def _validate_records(path: str, records: list[Any], report: ValidationReport) -
         if isinstance(record, _Unconvertible):
             if record.partial is None:
                 report.problems.extend(record.problems)
-                report.invalid.append(InvalidLayout(index, record.layout_id, list(record.problems)))
+                # An id an earlier record has cannot name this one's candidates (they are that record's).
+                layout_id = record.layout_id if record.layout_id not in ids else None
+                if layout_id is not None:
+                    ids[layout_id] = index
+                report.invalid.append(InvalidLayout(index, layout_id, list(record.problems)))
                 continue
             earlier, record = list(record.problems), record.partial
         where = f"{path}: {_record_name(index, record)}"

@@ -387,13 +387,12 @@ def _with_invalid(
 
     A stand-in carries only the id and listed images, which is all candidate discovery reads,
     so an invalid layout still claims its images (they are not orphans) and each gets a record.
-    An invalid record without a usable id (or whose id a valid layout has) is keyed
-    ``record <index>`` and gets one record without an image.
+    An invalid record without a usable id is keyed ``record <index>`` (``InvalidLayout.key``)
+    and gets one record without an image.
     """
     invalid_at = {bad.index: bad for bad in invalid}
-    valid_ids = {layout.id for layout in layouts}
-    rejected: dict[str, str] = {}
-    file_index: dict[str, int] = {}
+    rejected = {bad.key: bad.error for bad in invalid}
+    file_index = {bad.key: bad.index for bad in invalid}
     merged: list[Layout] = []
     valid = iter(layouts)
     for index in range(len(layouts) + len(invalid)):
@@ -401,15 +400,9 @@ def _with_invalid(
         if bad is None:
             layout = next(valid)
             merged.append(layout)
-            file_index.setdefault(layout.id, index)
-            continue
-        key = bad.layout_id
-        if key is None or key in valid_ids or key in rejected:
-            key = f"record {index}"
-        else:
-            merged.append(bad.stand_in(key))
-        rejected[key] = bad.error
-        file_index[key] = index
+            file_index[layout.id] = index
+        elif bad.layout_id is not None:
+            merged.append(bad.stand_in(bad.layout_id))
     return merged, rejected, file_index
 
 

@@ -112,14 +112,13 @@ def generate_candidates(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "items": [],
     }
-    errors = {bad.index: bad for bad in invalid}
-    for index in sorted(errors):
-        # Error items go where the file has the record, so the manifest reads like the file.
-        layouts = list(layouts)
-        layouts.insert(min(index, len(layouts)), errors[index])
+    # Error items go where the file has the record, so the manifest reads like the file.
+    layouts = list(layouts)
+    for bad in sorted(invalid, key=lambda bad: bad.index):
+        layouts.insert(min(bad.index, len(layouts)), bad)
     for layout in layouts:
         if not isinstance(layout, Layout):
-            key = layout.layout_id if layout.layout_id is not None else f"record {layout.index}"
+            key = layout.key
             item = {"layout_id": key, "layout_sha256": None, "status": "error", "images": [],
                     "error": f"invalid layout: {layout.error}"}
             manifest["items"].append(item)

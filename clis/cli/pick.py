@@ -109,7 +109,7 @@ def pick(
             candidates, layout_list, out, score_config, image_model, detector, layout_score, device, report.invalid
         )
     # keyed as `clis score` keys their records: the record's own id, else "record <index>"
-    invalid = {bad.layout_id or f"record {bad.index}": bad.error for bad in report.invalid}
+    invalid = {bad.key: bad.error for bad in report.invalid}
     selection = select(records, layout_list, config, invalid=invalid)
     with _progress() as progress:
         task = progress.add_task("write", total=len(selection.kept))

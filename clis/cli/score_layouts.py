@@ -182,21 +182,11 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
 
 def _file_order(report) -> list[tuple[str, object]]:
     """``(record id, InvalidLayout or None)`` per layout record, in file order; an invalid
-    record without a usable id of its own is ``record <index>``."""
+    record is keyed as its error records are (``InvalidLayout.key``)."""
     from clis.formats import InvalidLayout
 
-    valid_ids = {layout.id for layout in report.layouts}
-    order, seen = [], set()
-    for entry in report.in_file_order():
-        if not isinstance(entry, InvalidLayout):
-            order.append((entry.id, None))
-            continue
-        key = entry.layout_id
-        if key is None or key in seen or key in valid_ids:
-            key = f"record {entry.index}"
-        seen.add(key)
-        order.append((key, entry))
-    return order
+    return [(entry.key, entry) if isinstance(entry, InvalidLayout) else (entry.id, None)
+            for entry in report.in_file_order()]
 
 
 def _invalid_record(key: str, bad) -> dict:
