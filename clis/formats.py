@@ -11,9 +11,11 @@ Four formats are read, and the format is detected from the file's shape:
   ignoring case; a name that names no object is a problem of its layout;
 - **COCO instances**: ``{"images", "annotations", "categories"}`` with pixel boxes;
 - **InstanceDiffusion input**: a list of (or one) ``{"caption", "width", "height",
-  "annos": [{"bbox", "caption"}]}`` items, as ACP feeds InstanceDiffusion.
+  "annos": [{"bbox", "caption"}]}`` items, as ACP feeds InstanceDiffusion;
+- **NSR-1K** (LayoutGPT's benchmark, read only): ``{"prompt", "object_list"}`` counting
+  records or ``{"prompt", "obj1", "obj2", "relation"}`` spatial ones (``clis.nsr``).
 
-Each is also written by ``save_layouts``; the comments of the ACP and InstanceDiffusion
+All but NSR-1K are also written by ``save_layouts``; the comments of the ACP and InstanceDiffusion
 sections say what their round trips keep.
 
 Every problem becomes one line naming the file, the record and the field, so a broken file
@@ -45,8 +47,9 @@ from pydantic import BaseModel, ValidationError
 from clis.errors import LayoutFileError
 from clis.files import write_text_atomic
 from clis.layout import Layout, LayoutObject, check_box, cross_reference_problems, label_from_object_name
+from clis.nsr import is_nsr_item, nsr_record
 
-FORMATS = ("canonical", "acp", "coco", "instancediffusion")
+FORMATS = ("canonical", "acp", "coco", "instancediffusion", "nsr")
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +258,7 @@ def _read_json(path: Path) -> Any:
 
 def detect_format(data: Any) -> str | None:
     """Name the format of parsed JSON: ``canonical``, ``acp``, ``coco``, ``instancediffusion``
-    (items with ``annos``), or None."""
+    (items with ``annos``), ``nsr`` (items with ``object_list`` or ``obj1``), or None."""
     if isinstance(data, dict):
         if "annotations" in data and "images" in data:
             return "coco"
@@ -276,6 +279,8 @@ def detect_format(data: Any) -> str | None:
             return "acp"
         if "annos" in first and "objects" not in first:
             return "instancediffusion"
+        if is_nsr_item(first):
+            return "nsr"
         return "canonical"
     return None
 
@@ -818,20 +823,32 @@ def _id_record(item: dict[str, Any], index: int) -> tuple[dict[str, Any] | None,
     return record, problems
 
 
-def _instancediffusion_records(path: str, items: list[Any]) -> list[Any]:
+def _converted_records(path: str, items: list[Any], convert, id_key: str) -> list[Any]:
+    """The canonical records of another format's ``items``: ``convert(item, index)`` gives a
+    record, or the (field, problem) pairs that make the item an invalid layout, named by the
+    item's ``id_key`` (else its index). Items that are not objects pass through to validation."""
     records: list[Any] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             records.append(item)
             continue
-        record, problems = _id_record(item, index)
+        record, problems = convert(item, index)
         if problems:
-            where = f"{path}: {_record_name(index, {'id': item.get('clis_layout_id')})}"
-            layout_id = item.get("clis_layout_id", str(index))
-            records.append(_Unconvertible([f"{where}: field {name}: {message}" for name, message in problems], str(layout_id) if _is_id(layout_id) else None))
+            layout_id = item.get(id_key, str(index))
+            where = f"{path}: {_record_name(index, {'id': item.get(id_key)})}"
+            records.append(_Unconvertible([f"{where}: field {name}: {message}" for name, message in problems],
+                                          str(layout_id) if _is_id(layout_id) else None))
         else:
             records.append(record)
     return records
+
+
+def _instancediffusion_records(path: str, items: list[Any]) -> list[Any]:
+    return _converted_records(path, items, _id_record, "clis_layout_id")
+
+
+def _nsr_records(path: str, items: list[Any]) -> list[Any]:
+    return _converted_records(path, items, nsr_record, "id")
 
 
 def _inline_extra(target: dict[str, Any], extra: dict[str, Any], own: frozenset[str]) -> None:
@@ -1269,6 +1286,8 @@ def _records(path: Path, data: Any, detected: str, report: ValidationReport) -> 
         return _acp_records(str(path), items)
     if detected == "instancediffusion":
         return _instancediffusion_records(str(path), items)
+    if detected == "nsr":
+        return _nsr_records(str(path), items)
     return items
 
 
@@ -1284,7 +1303,7 @@ def validate_file(path: str | Path, format: str = "auto") -> ValidationReport:
     detected = detect_format(data) if format == "auto" else format
     if detected not in FORMATS:
         report.problems.append(
-            f"{path}: top level: not a layouts file (expected a list of layouts, an ACP scene graph, COCO instances JSON or InstanceDiffusion input)"
+            f"{path}: top level: not a layouts file (expected a list of layouts, an ACP scene graph, COCO instances JSON, InstanceDiffusion input or NSR-1K records)"
         )
         return report
     report.format = detected
@@ -1336,6 +1355,8 @@ def save_layouts(layouts: Iterable[Layout], path: str | Path, format: str = "can
         data = layouts_to_coco(layouts)
     elif format == "instancediffusion":
         data = layouts_to_instancediffusion(layouts)
+    elif format == "nsr":
+        raise ValueError("NSR-1K is read, not written: save as canonical, acp, coco or instancediffusion")
     else:
         raise ValueError(f"unknown layout format {format!r}; expected one of {', '.join(FORMATS)}")
     path = Path(path)
