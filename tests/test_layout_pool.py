@@ -9,7 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from clis.cli import app
-from clis.layout_score.pool import CategoryMatcher, Pool, PoolExample, PoolFileError, read_pool_examples, write_pool
+from clis.layout_score.pool import (
+    CategoryMatcher, Pool, PoolExample, PoolFileError, PoolScene, read_pool, read_pool_examples, write_pool,
+)
 from clis.layout_score.pool_sources import (
     BuildReport, examples_from_coco, examples_from_file, examples_from_visual_genome,
 )
@@ -46,6 +48,14 @@ COCO = {
 }
 
 
+def relation_examples(items):
+    return [item for item in items if isinstance(item, PoolExample)]
+
+
+def scenes(items):
+    return [item for item in items if isinstance(item, PoolScene)]
+
+
 def write_json(path, data):
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return path
@@ -64,18 +74,25 @@ def test_visual_genome_source(tmp_path):
 
 def test_coco_source_reads_relations_from_geometry():
     report = BuildReport()
-    examples = list(examples_from_coco(COCO, "coco.json", report))
+    items = list(examples_from_coco(COCO, "coco.json", report))
     # cup centre (50, 20), table centre (50, 70): the cup is above; the crowd person is skipped.
-    assert sorted((e.subject, e.relation, e.object) for e in examples) == [
+    assert sorted((e.subject, e.relation, e.object) for e in relation_examples(items)) == [
         ("cup", "above", "dining table"), ("dining table", "below", "cup")]
+    # One scene for the 100 x 100 image, largest object first, boxes divided by the image size.
+    [scene] = scenes(items)
+    assert scene.scene == [("dining table", [0.1, 0.5, 0.8, 0.4]), ("cup", [0.4, 0.1, 0.2, 0.2])]
+    assert scene.source == "coco:7"
     assert not report.skipped
 
 
 def test_coco_min_area_and_max_objects():
     report = BuildReport()
-    # the cup covers 400 / 10000 = 4% of the image: dropped at min_area 0.05 -> no pair left
-    assert list(examples_from_coco(COCO, "coco.json", report, min_area=0.05)) == []
-    assert list(examples_from_coco(COCO, "coco.json", report, max_objects=1)) == []
+    # the cup covers 400 / 10000 = 4% of the image: dropped at min_area 0.05 -> no pair left,
+    # and the scene holds the table alone
+    for items in (list(examples_from_coco(COCO, "coco.json", report, min_area=0.05)),
+                  list(examples_from_coco(COCO, "coco.json", report, max_objects=1))):
+        assert relation_examples(items) == []
+        assert [s.scene for s in scenes(items)] == [[("dining table", [0.1, 0.5, 0.8, 0.4])]]
 
 
 def test_coco_boolean_in_bbox_is_not_a_number():
@@ -83,7 +100,7 @@ def test_coco_boolean_in_bbox_is_not_a_number():
     data = json.loads(json.dumps(COCO))
     data["annotations"][0]["bbox"] = [40, True, 20, 20]
     report = BuildReport()
-    assert list(examples_from_coco(data, "coco.json", report)) == []
+    assert relation_examples(examples_from_coco(data, "coco.json", report)) == []
     assert report.first_problems == ["coco.json: annotation 1: field 'bbox': expected [x, y, w, h] numbers, "
                                      "got [40, True, 20, 20]"]
 
@@ -150,10 +167,14 @@ def test_layouts_source(tmp_path):
         {"id": "table-1", "label": "table", "bbox": [0.1, 0.5, 0.8, 0.5]}],
         "relations": [{"subject": ["cup-1"], "relation": "on", "object": ["table-1"]}]}]
     report = BuildReport()
-    examples = list(examples_from_file(write_json(tmp_path / "layouts.json", layouts), report))
+    items = list(examples_from_file(write_json(tmp_path / "layouts.json", layouts), report))
+    examples = relation_examples(items)
     assert len(examples) == 1
     # scaled to the 200 x 100 canvas: [0.4*200, 0.3*100, 0.2*200, 0.2*100]
     assert examples[0].subject_box == pytest.approx([80, 30, 40, 20])
+    # the scene keeps the normalised boxes
+    assert [s.scene for s in scenes(items)] == [[("cup", [0.4, 0.3, 0.2, 0.2]), ("table", [0.1, 0.5, 0.8, 0.5])]]
+    assert report.scenes == {"layouts:layouts.json": 1} and report.examples == {"layouts:layouts.json": 1}
 
 
 @pytest.mark.parametrize("name", ["pool.jsonl", "pool.jsonl.gz"])
@@ -164,14 +185,14 @@ def test_round_trip(tmp_path, name):
     path = tmp_path / name
     assert write_pool(examples, path, sources=["a.json"]) == 2
     header, back = read_pool_examples(path)
-    assert header == {"clis_pool": 1, "sources": ["a.json"], "examples": 2}
+    assert header == {"clis_pool": 2, "sources": ["a.json"], "examples": 2, "scenes": 0}
     assert [e.model_dump(exclude_none=True) for e in back] == [e.model_dump(exclude_none=True) for e in examples]
     assert back[0].subject == "cup" and back[0].relation == "on"
     pool = Pool.load(path)
     assert pool.counts() == {"on": 2} and pool.fingerprint()["sha256"]
     if name.endswith(".gz"):
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            assert json.loads(handle.readline())["clis_pool"] == 1
+            assert json.loads(handle.readline())["clis_pool"] == 2
 
 
 @pytest.mark.parametrize("lines, message", [
@@ -214,7 +235,9 @@ def test_cli_pool_build_and_info(tmp_path):
     result = runner.invoke(app, ["pool", "build", str(vg), str(coco), "--out", str(out)])
     assert result.exit_code == 0, result.output
     pool = Pool.load(out)
-    assert len(pool) == 5 and pool.counts()["on"] == 1 and pool.counts()["above"] == 1
+    # 3 VG relations + 2 COCO pairs, and the COCO image's scene
+    assert pool.size == 5 and len(pool.scenes) == 1 and len(pool) == 6
+    assert pool.counts()["on"] == 1 and pool.counts()["above"] == 1
     assert "skipped" in result.output
     again = runner.invoke(app, ["pool", "build", str(vg), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
@@ -234,3 +257,24 @@ def test_cli_pool_build_errors(tmp_path):
     nothing = runner.invoke(app, ["pool", "build", str(empty), "--out", str(tmp_path / "p.jsonl")])
     assert nothing.exit_code == 2 and "no examples" in nothing.output
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_scene_round_trip_and_format_1_still_read(tmp_path):
+    path = tmp_path / "pool.jsonl.gz"
+    items = [PoolScene(scene=[("Cat", [0.3, 0.2, 0.3, 0.3]), ("bed", [0.0, 0.4, 1.0, 0.6])], source="coco:1"),
+             PoolExample(subject="cat", relation="on", object="bed", subject_box=[3, 2, 3, 3], object_box=[0, 4, 10, 6])]
+    assert write_pool(items, path, header={"licence": "CC BY 4.0"}) == 2
+    header, examples, back = read_pool(path)
+    assert header["scenes"] == 1 and header["examples"] == 1 and header["licence"] == "CC BY 4.0"
+    assert back[0].scene == [("cat", [0.3, 0.2, 0.3, 0.3]), ("bed", [0.0, 0.4, 1.0, 0.6])]
+    old = tmp_path / "v1.jsonl"
+    old.write_text('{"clis_pool": 1}\n' + examples[0].model_dump_json() + "\n", encoding="utf-8")
+    assert Pool.load(old).counts() == {"on": 1} and Pool.load(old).scenes == []
+
+
+def test_malformed_scene_names_line_and_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"clis_pool": 2}\n{"scene": [["cat", [0.1, 0.1, 0.0, 0.2]]]}\n', encoding="utf-8")
+    with pytest.raises(PoolFileError) as info:
+        Pool.load(path)
+    assert f"{path}: line 2 (scene 1): field 'scene': box [0.1, 0.1, 0.0, 0.2] is degenerate" in str(info.value)

@@ -30,7 +30,8 @@ def build(
                                    "(fraction of the image)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
-    """Collect real (subject, relation, object, boxes) examples into a pool file."""
+    """Collect real layouts into a pool file: scenes (every labelled box of an image) for the pair
+    prior, and (subject, relation, object, boxes) examples for the relation prior."""
     from clis.cli import fail
     from clis.layout_score.pool import write_pool
     from clis.layout_score.pool_sources import BuildReport, examples_from_file
@@ -59,8 +60,11 @@ def build(
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
     table = Table(title=escape(f"pool -> {out}"), show_header=False)
-    table.add_row("examples", str(count))
+    table.add_row("relation examples", str(sum(report.examples.values())))
     for source, n in report.examples.items():
+        table.add_row(escape(f"  from {source}"), str(n))
+    table.add_row("scenes", str(sum(report.scenes.values())))
+    for source, n in report.scenes.items():
         table.add_row(escape(f"  from {source}"), str(n))
     table.add_row("skipped records", str(sum(report.skipped.values())))
     Console(highlight=False, soft_wrap=True).print(table)
@@ -68,29 +72,36 @@ def build(
         err.print(f"warning: skipped {problem}", markup=False)
     if count == 0:
         out.unlink(missing_ok=True)
-        raise fail("no examples found in the sources: nothing written (COCO needs 2+ objects per image; "
-                   "layouts need relations)")
+        raise fail("no examples found in the sources: nothing written (COCO needs images with annotations; "
+                   "layouts need objects)")
 
 
 @pool_app.command("info")
 def info(
-    pool: Path = typer.Argument(..., help="Pool file (.jsonl or .jsonl.gz)."),
+    pool: str = typer.Argument(..., help="Pool file (.jsonl or .jsonl.gz), or embedded:nsr1k."),
     top: int = typer.Option(20, "--top", min=1, help="Relations to list."),
 ) -> None:
-    """Show how many examples a pool holds per relation."""
+    """Show a pool's provenance, its scenes and how many examples it holds per relation."""
     from clis.cli import fail
+    from clis.layout_score.embedded_pool import resolve_pool
     from clis.layout_score.pool import Pool
 
     try:
-        loaded = Pool.load(pool)
+        loaded = Pool.load(resolve_pool(pool))
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
-    table = Table(title=escape(f"{pool}: {len(loaded)} examples, {len(loaded.relations)} relations"))
+    out = Console(highlight=False, soft_wrap=True)
+    for key in ("provenance", "licence"):
+        if loaded.header.get(key):
+            out.print(f"{key}: {loaded.header[key]}", markup=False)
+    labels = {label for scene in loaded.scenes for label, _ in scene.scene}
+    out.print(f"scenes: {len(loaded.scenes)} ({len(labels)} labels)", markup=False)
+    table = Table(title=escape(f"{pool}: {loaded.size} relation examples, {len(loaded.relations)} relations"))
     table.add_column("relation")
     table.add_column("examples", justify="right")
     for relation, n in list(loaded.counts().items())[:top]:
         table.add_row(escape(relation), str(n))
-    Console(highlight=False, soft_wrap=True).print(table)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,16 +1,23 @@
 """The reference pool of real layouts: its file format, loading, and category matching.
 
 A pool file is JSON Lines (optionally gzip-compressed, ``.jsonl.gz``). The first line is a
-header, every later line one real example::
+header, every later line one real example, of either kind:
 
-    {"clis_pool": 1, "sources": ["vg:relationships.json"], "examples": 2}
+* a **relation example** (the paper's prior): two labelled boxes and the relation between them;
+* a **scene** (the pair prior, format 2): every labelled box of one real image, normalised
+  to that image (``[x, y, w, h]`` in 0..1), relations or not::
+
+    {"clis_pool": 2, "sources": ["vg:relationships.json"], "examples": 2, "scenes": 1}
     {"subject": "cup", "relation": "on", "object": "table", "subject_box": [120, 80, 40, 50], "object_box": [20, 120, 400, 200], "source": "vg:1/4711"}
     {"subject": "man", "relation": "riding", "object": "horse", "subject_box": [0.3, 0.1, 0.2, 0.4], "object_box": [0.2, 0.3, 0.5, 0.5]}
+    {"scene": [["cat", [0.3, 0.2, 0.3, 0.3]], ["bed", [0.0, 0.4, 1.0, 0.6]]], "source": "coco:7"}
 
-Boxes are ``[x, y, w, h]`` with the origin at the top left, in any unit shared by the two
-boxes of an example (pixels of the source image, or normalised to a square canvas): every
-geometric feature is unchanged by uniform scaling. Labels and relations are compared after
-lower-casing and collapsing white space. ``source`` is optional provenance.
+Relation-example boxes are ``[x, y, w, h]`` with the origin at the top left, in any unit
+shared by the two boxes of an example (pixels of the source image, or normalised to a square
+canvas): every feature of the paper's prior is unchanged by uniform scaling. Labels and
+relations are compared after lower-casing and collapsing white space. ``source`` is optional
+provenance; the header may carry more of it (``provenance``, ``licence``). Format 1 files
+(relation examples only) are read too.
 
 Example:
     >>> import tempfile, pathlib
@@ -39,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clis.errors import InputError
 from clis.layout_score.geometry import PairFeatures, pair_features
 
-POOL_FORMAT_VERSION = 1
+POOL_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class PoolFileError(InputError):
@@ -81,31 +89,58 @@ class PoolExample(BaseModel):
         return box
 
 
+class PoolScene(BaseModel):
+    """Every labelled box of one real image, normalised to the image (``[x, y, w, h]`` in 0..1)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    scene: list[tuple[str, Annotated[list[float], Len(min_length=4, max_length=4)]]] = Field(min_length=1)
+    source: Optional[str] = None
+
+    @field_validator("scene")
+    @classmethod
+    def _objects(cls, objects: list) -> list:
+        cleaned = []
+        for label, box in objects:
+            label = normalize_text(label)
+            if not label:
+                raise ValueError("a label is blank")
+            if not all(np.isfinite(box)):
+                raise ValueError(f"box {box} has a non-finite value")
+            if box[2] <= 0 or box[3] <= 0:
+                raise ValueError(f"box {box} is degenerate: width and height must be > 0")
+            cleaned.append((label, box))
+        return cleaned
+
+
 def _open_text(path: Path, mode: str):
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 
 
-def write_pool(examples: Iterable[PoolExample], path: str | Path, sources: Sequence[str] = ()) -> int:
-    """Write a pool file (header + one line per example); return the number of examples.
+def write_pool(examples: Iterable[PoolExample | PoolScene], path: str | Path, sources: Sequence[str] = (),
+               header: Optional[dict] = None) -> int:
+    """Write a pool file (header + one line per relation example or scene); return the number
+    of lines after the header. ``header`` adds keys (provenance, licence) to the header.
 
-    The header's ``examples`` count is written last-known-good: examples are streamed to a
-    temporary file first so a crash never leaves a pool whose header lies.
+    The header's counts are written last-known-good: lines are streamed to a temporary file
+    first so a crash never leaves a pool whose header lies.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     body = path.with_name(path.name + ".part")
-    count = 0
+    counts = {"examples": 0, "scenes": 0}
     try:
         with _open_text(body, "wt") as handle:
             for example in examples:
                 handle.write(example.model_dump_json(exclude_none=True) + "\n")
-                count += 1
+                counts["scenes" if isinstance(example, PoolScene) else "examples"] += 1
     except BaseException:
         body.unlink(missing_ok=True)  # a failed build leaves nothing behind
         raise
-    header = {"clis_pool": POOL_FORMAT_VERSION, "sources": list(sources), "examples": count}
+    count = counts["examples"] + counts["scenes"]
+    header = {"clis_pool": POOL_FORMAT_VERSION, "sources": list(sources), **counts, **(header or {})}
     with _open_text(path, "wt") as out, _open_text(body, "rt") as lines:
         out.write(json.dumps(header, ensure_ascii=False) + "\n")
         for line in lines:
@@ -119,11 +154,19 @@ def _field_name(error: dict) -> str:
 
 
 def read_pool_examples(path: str | Path) -> tuple[dict, list[PoolExample]]:
-    """The header and validated examples of a pool file; ``PoolFileError`` names file, line, field."""
+    """The header and validated relation examples of a pool file (see :func:`read_pool`)."""
+    header, examples, _ = read_pool(path)
+    return header, examples
+
+
+def read_pool(path: str | Path) -> tuple[dict, list[PoolExample], list[PoolScene]]:
+    """The header, relation examples and scenes of a pool file; ``PoolFileError`` names file,
+    line and field."""
     path = Path(path)
     if not path.is_file():
         raise PoolFileError(f"{path}: pool file not found")
     examples: list[PoolExample] = []
+    scenes: list[PoolScene] = []
     header: Optional[dict] = None
     try:
         with _open_text(path, "rt") as handle:
@@ -134,20 +177,27 @@ def read_pool_examples(path: str | Path) -> tuple[dict, list[PoolExample]]:
                     header = _parse_header(path, line)
                     continue
                 try:
-                    examples.append(PoolExample.model_validate_json(line))
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise PoolFileError(f"{path}: line {line_number}: invalid JSON: {exc.msg}") from None
+                is_scene = isinstance(record, dict) and "scene" in record
+                try:
+                    if is_scene:
+                        scenes.append(PoolScene.model_validate(record))
+                    else:
+                        examples.append(PoolExample.model_validate(record))
                 except ValidationError as exc:
                     error = exc.errors()[0]
-                    if error["type"] == "json_invalid":
-                        raise PoolFileError(f"{path}: line {line_number}: invalid JSON: {error['msg']}") from None
                     message = error["msg"].removeprefix("Value error, ")
+                    what = f"scene {len(scenes) + 1}" if is_scene else f"example {len(examples) + 1}"
                     raise PoolFileError(
-                        f"{path}: line {line_number} (example {len(examples) + 1}): field '{_field_name(error)}': {message}"
+                        f"{path}: line {line_number} ({what}): field '{_field_name(error)}': {message}"
                     ) from None
     except (UnicodeDecodeError, OSError, EOFError) as exc:
         raise PoolFileError(f"{path}: cannot read pool file: {exc}") from None
     if header is None:
         raise PoolFileError(f"{path}: empty file: a pool starts with a header line like {{\"clis_pool\": 1}}")
-    return header, examples
+    return header, examples, scenes
 
 
 def _parse_header(path: Path, line: str) -> dict:
@@ -160,7 +210,7 @@ def _parse_header(path: Path, line: str) -> dict:
             f"{path}: line 1: not a CLIS pool file (the first line must be a header like "
             "{\"clis_pool\": 1}; make one with `clis pool build`)"
         )
-    if header["clis_pool"] != POOL_FORMAT_VERSION:
+    if header["clis_pool"] not in READABLE_VERSIONS:
         raise PoolFileError(f"{path}: line 1: field 'clis_pool': unsupported pool format version {header['clis_pool']!r}")
     return header
 
@@ -178,10 +228,12 @@ class RelationExamples:
 class Pool:
     """A loaded pool, grouped by relation with every example's geometric features precomputed."""
 
-    def __init__(self, examples: Sequence[PoolExample], path: Optional[Path] = None, header: Optional[dict] = None):
+    def __init__(self, examples: Sequence[PoolExample], path: Optional[Path] = None, header: Optional[dict] = None,
+                 scenes: Sequence[PoolScene] = ()):
         self.path = path
         self.header = header or {}
         self.size = len(examples)
+        self.scenes = list(scenes)
         grouped: dict[str, list[PoolExample]] = {}
         for example in examples:
             grouped.setdefault(example.relation, []).append(example)
@@ -199,11 +251,12 @@ class Pool:
 
     @classmethod
     def load(cls, path: str | Path) -> "Pool":
-        header, examples = read_pool_examples(path)
-        return cls(examples, Path(path), header)
+        header, examples, scenes = read_pool(path)
+        return cls(examples, Path(path), header, scenes)
 
     def __len__(self) -> int:
-        return self.size
+        """Relation examples plus scenes."""
+        return self.size + len(self.scenes)
 
     @property
     def relations(self) -> list[str]:
@@ -215,7 +268,8 @@ class Pool:
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
     def fingerprint(self) -> dict:
-        info = {"examples": self.size, "relations": len(self.by_relation), "sources": self.header.get("sources", [])}
+        info = {"examples": self.size, "scenes": len(self.scenes), "relations": len(self.by_relation),
+                "sources": self.header.get("sources", [])}
         if self.path is not None:
             digest = hashlib.sha256()
             with open(self.path, "rb") as handle:

@@ -1,8 +1,11 @@
 """Build pool examples from annotated data: Visual Genome, COCO instances, layouts.json.
 
-Each reader yields :class:`~clis.layout_score.pool.PoolExample` objects and records the
-records it had to skip (and why) in a :class:`BuildReport`, so one bad annotation never stops
-a build of millions.
+Each reader yields relation examples (:class:`~clis.layout_score.pool.PoolExample`) and,
+where the boxes can be normalised to their image, scenes
+(:class:`~clis.layout_score.pool.PoolScene`, for the pair prior): COCO images of known size
+and layouts give both, Visual Genome relationships (no image size) only relation examples.
+The records it had to skip (and why) go to a :class:`BuildReport`, so one bad annotation
+never stops a build of millions.
 
 Example:
     >>> vg = [{"image_id": 1, "relationships": [{"predicate": "ON",
@@ -20,14 +23,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from pydantic import ValidationError
 
 from clis.errors import InputError
 from clis.layout import Layout
 from clis.layout_score.geometry import relation_from_geometry
-from clis.layout_score.pool import PoolExample
+from clis.layout_score.pool import PoolExample, PoolScene
 
 SOURCE_KINDS = ("auto", "vg", "coco", "layouts")
 
@@ -36,7 +39,8 @@ SOURCE_KINDS = ("auto", "vg", "coco", "layouts")
 class BuildReport:
     """What a build read, wrote and skipped."""
 
-    examples: Counter = field(default_factory=Counter)  # per source file
+    examples: Counter = field(default_factory=Counter)  # relation examples per source file
+    scenes: Counter = field(default_factory=Counter)  # scenes per source file
     skipped: Counter = field(default_factory=Counter)  # per reason
     first_problems: list[str] = field(default_factory=list)
 
@@ -131,10 +135,21 @@ def examples_from_visual_genome(data: Any, source: str, report: BuildReport) -> 
 # --- COCO instances ----------------------------------------------------------------------------
 
 
+def _scene(report: BuildReport, where: str, objects: list[tuple[str, list[float]]], width: float, height: float,
+           source: str) -> Optional[PoolScene]:
+    normalised = [(label, [box[0] / width, box[1] / height, box[2] / width, box[3] / height]) for label, box in objects]
+    try:
+        return PoolScene(scene=normalised, source=source)
+    except ValidationError as exc:
+        report.skip(where, f"scene: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
+        return None
+
+
 def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects: int = 8,
-                       min_area: float = 0.0) -> Iterator[PoolExample]:
+                       min_area: float = 0.0) -> Iterator[PoolExample | PoolScene]:
     """Examples from COCO instances: every ordered pair of an image's objects, with the
-    relation word read from the geometry (:func:`~clis.layout_score.geometry.relation_from_geometry`).
+    relation word read from the geometry (:func:`~clis.layout_score.geometry.relation_from_geometry`),
+    and one scene per image of known size (its boxes normalised to the image).
 
     Crowd annotations are skipped. At most ``max_objects`` objects per image take part (the
     largest ones, which is also what layout generators draw), and objects smaller than
@@ -173,6 +188,12 @@ def examples_from_coco(data: Any, source: str, report: BuildReport, max_objects:
         by_image.setdefault(ann.get("image_id"), []).append((name, [float(v) for v in box]))
     for image_id, objects in by_image.items():
         objects = sorted(objects, key=lambda item: -item[1][2] * item[1][3])[:max_objects]
+        width, height = sizes.get(image_id, (None, None))
+        if width and height:
+            scene = _scene(report, f"{source}: image {image_id}", objects, float(width), float(height),
+                           f"coco:{image_id}")
+            if scene is not None:
+                yield scene
         pairs = [(a, b) for a in range(len(objects)) for b in range(len(objects)) if a != b]
         if not pairs:
             continue
@@ -227,13 +248,19 @@ def _coco_image_sizes(data: dict, source: str) -> dict[Any, tuple[Optional[float
 # --- layouts.json --------------------------------------------------------------------------------
 
 
-def examples_from_layouts(layouts: Iterable[Layout], source: str, report: BuildReport) -> Iterator[PoolExample]:
-    """Examples from layouts with relations: every (subject id, object id) of every relation.
+def examples_from_layouts(layouts: Iterable[Layout], source: str,
+                          report: BuildReport) -> Iterator[PoolExample | PoolScene]:
+    """One scene per layout (its normalised boxes), and a relation example for every
+    (subject id, object id) of every relation.
 
-    Boxes are scaled to the layout's pixel size when it has one, so the aspect ratio of the
-    canvas is kept; without a size the canvas is taken as square.
+    Relation-example boxes are scaled to the layout's pixel size when it has one, so the
+    aspect ratio of the canvas is kept; without a size the canvas is taken as square.
     """
     for layout in layouts:
+        scene = _scene(report, f"{source}: layout {layout.id!r}", [(o.label, list(o.bbox)) for o in layout.objects],
+                       1.0, 1.0, f"layout:{layout.id}")
+        if scene is not None:
+            yield scene
         width, height = float(layout.width or 1), float(layout.height or 1)
         by_id = {o.id: o for o in layout.objects}
         for r, relation in enumerate(layout.relations):
@@ -281,8 +308,11 @@ def read_json(path: Path) -> Any:
 
 
 def examples_from_file(path: str | Path, report: BuildReport, kind: str = "auto", max_objects: int = 8,
-                       min_area: float = 0.0) -> Iterator[PoolExample]:
-    """Examples from one source file; ``kind`` is ``auto``, ``vg``, ``coco`` or ``layouts``."""
+                       min_area: float = 0.0, keep: Optional[Callable[[Layout], bool]] = None
+                       ) -> Iterator[PoolExample | PoolScene]:
+    """Relation examples and scenes from one source file; ``kind`` is ``auto``, ``vg``,
+    ``coco`` or ``layouts`` (any layouts file ``clis validate`` reads, NSR-1K included; its
+    invalid records are skipped and reported). ``keep`` selects the layouts of a layouts file."""
     path = Path(path)
     if kind not in SOURCE_KINDS:
         raise InputError(f"unknown source kind {kind!r} (choose from {', '.join(SOURCE_KINDS)})")
@@ -294,9 +324,13 @@ def examples_from_file(path: str | Path, report: BuildReport, kind: str = "auto"
     elif kind == "coco":
         examples = examples_from_coco(data, name, report, max_objects=max_objects, min_area=min_area)
     else:
-        from clis.formats import load_layouts
+        from clis.formats import read_layouts
 
-        examples = examples_from_layouts(load_layouts(path), name, report)
+        layouts = read_layouts(path)
+        for bad in layouts.invalid:
+            report.skip(bad.error, "invalid layout record")
+        kept = [layout for layout in layouts.layouts if keep is None or keep(layout)]
+        examples = examples_from_layouts(kept, name, report)
     for example in examples:
-        report.examples[f"{kind}:{path.name}"] += 1
+        (report.scenes if isinstance(example, PoolScene) else report.examples)[f"{kind}:{path.name}"] += 1
         yield example
