@@ -120,7 +120,7 @@ def test_without_the_variable_the_cache_is_in_the_clis_cache_dir(tiny_config, tm
     scorer.score_layouts([layout(SOFA)])
     assert scorer.cache_info()["path"] == str(tmp_path / "clis-cache" / "layout_scores.sqlite")
     with sqlite3.connect(tmp_path / "clis-cache" / "layout_scores.sqlite") as db:
-        assert db.execute("SELECT COUNT(*) FROM clis_l_scores").fetchone()[0] == 1
+        assert db.execute("SELECT COUNT(*) FROM clis_l_scores_v2").fetchone()[0] == 1
 
 
 def test_cache_none_turns_it_off(tiny_config, cache_file):
@@ -297,7 +297,7 @@ def test_clis_score_keeps_clis_l_in_the_embedding_cache_file(tiny_models, tmp_pa
     first.close()
     with sqlite3.connect(shared) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"text_embeddings", "clis_l_scores"} <= tables
+    assert {"text_embeddings", "clis_l_scores_v2"} <= tables
     assert not (tmp_path / "not-this-one.sqlite").exists()
     second = Scorer(ScoreConfig.checked(settings))
     with Forwards(second.layout_scorer) as warm:

@@ -41,7 +41,7 @@ def tiny_lm(tiny_models):
 
 @pytest.fixture(scope="module")
 def tiny_scorer(tiny_models):
-    return LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], batch_size=4))
+    return LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], pool=None, batch_size=4))
 
 
 # --- verbalisation -----------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_unicode_labels(tiny_scorer):
 
 
 def test_many_objects_are_capped(tiny_models):
-    scorer = LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], max_pairs=3))
+    scorer = LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], pool=None, max_pairs=3))
     objects = [{"id": f"o{i}", "label": f"thing{i}", "bbox": [0.1 * i, 0.1 * i, 0.1, 0.1]} for i in range(5)]
     result = scorer.score_layouts([Layout.model_validate({"id": "many", "objects": objects})])[0]
     assert len(result.pairs) == 3  # 10 pairs, the 3 nearest kept
@@ -227,7 +227,7 @@ def test_statements_of_different_layouts_share_batches(tiny_models):
     # Two layouts with one vertical-only pair each: 5 templates x (statement, counterfactual)
     # = 10 distinct queries per layout, 20 in all. Batched together at 8 per batch that is
     # ceil(20 / 8) = 3 forward passes of sizes 8, 8, 4; layout by layout it would be 2 + 2 = 4.
-    scorer = LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], batch_size=8))
+    scorer = LayoutScorer(LayoutScoreConfig(llm=tiny_models["causal_lm"], pool=None, batch_size=8))
     layouts = [two_objects("a", "cup", (0.4, 0.1, 0.2, 0.2), "table", (0.35, 0.5, 0.25, 0.25)),
                two_objects("b", "dog", (0.4, 0.1, 0.2, 0.2), "sofa", (0.35, 0.5, 0.25, 0.25))]
     forwards, statements = [], []
@@ -249,7 +249,7 @@ def test_statements_of_different_layouts_share_batches(tiny_models):
 def test_embedded_smollm2_prefers_plausible_layouts():
     pairs = json.loads(PAIRS_FILE.read_text(encoding="utf-8"))["pairs"]
     assert len(pairs) >= 30
-    scorer = LayoutScorer(LayoutScoreConfig())  # embedded:smollm2, statements batched
+    scorer = LayoutScorer(LayoutScoreConfig(llm="embedded:smollm2", pool=None))  # the LLM alone, batched
     layouts = [Layout.model_validate(p[key]) for p in pairs for key in ("plausible", "implausible")]
     results = scorer.score_layouts(layouts)
     wins = {"vertical_swap": [0, 0], "absurd_size": [0, 0]}

@@ -243,7 +243,7 @@ def test_cli_plan_drafts_keep_the_best_by_clis_l(tiny_models, tmp_path, capsys):
 
     concepts = tmp_path / "concepts.json"
     concepts.write_text('[{"concepts": ["cat", "sofa"], "id": "pet"}]')
-    settings = {"llm": tiny_models["causal_lm"], "text_embedder": "none"}
+    settings = {"llm": tiny_models["causal_lm"], "pool": None, "text_embedder": "none"}
     (tmp_path / "clis_l.json").write_text(json.dumps(settings))
     out = tmp_path / "layouts.json"
     with ChatServer(seeded_planner) as server:

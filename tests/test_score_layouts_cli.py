@@ -67,7 +67,8 @@ def test_score_layouts_with_pool(files, tiny_models, tmp_path):
     assert "no example of relation 'under'" in result.output
     manifest = json.loads((tmp_path / "scores.jsonl.manifest.json").read_text(encoding="utf-8"))
     assert manifest["id"] == tea["manifest"]["id"] and manifest["pool"]["examples"] == 2
-    assert manifest["settings"]["weights"] == {"llm": 0.25, "geometry": 0.75}
+    # the weights given, and the default of the one not given
+    assert manifest["settings"]["weights"] == {"llm": 0.25, "geometry": 0.75, "pair_prior": 1.0}
 
 
 def test_pool_only_scoring(files):
@@ -98,7 +99,7 @@ def test_vertically_swapped_layout_scores_lower_geometrically(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--weights", "llm=a"], "--weights: 'llm=a': 'a' is not a number"),
     (["--weights", "colour=1"], "unknown weight 'colour'"),
-    (["--llm", "none"], "needs an LLM or a pool"),
+    (["--llm", "none", "--pool", "none"], "needs an LLM or a pool"),
     (["--percentile", "120"], "percentile"),
 ])
 def test_bad_options_give_one_line(files, tmp_path, args, message):

@@ -277,7 +277,7 @@ def test_score_takes_precomputed_clis_l_and_refuses_other_settings(tiny_models, 
     refused = runner.invoke(app, [*base[:-3], "--config", str(other), "--out", str(tmp_path / "x.jsonl"),
                                   "--layout-scores", str(precomputed)])
     assert refused.exit_code == 2
-    assert "made with other CLIS-L settings: weights.llm is 0.5 there and 1.0 here" in refused.output
+    assert "made with other CLIS-L settings: weights.llm is 8.0 there and 1.0 here" in refused.output
     moved = {**GOOD_C, "objects": [{**GOOD_C["objects"][0], "bbox": [0.0, 0.0, 0.2, 0.2]}, GOOD_C["objects"][1]]}
     write(layouts, [GOOD_A, moved])
     refused = runner.invoke(app, [*base, "--out", str(tmp_path / "y.jsonl"), "--layout-scores", str(precomputed)])

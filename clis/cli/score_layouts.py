@@ -23,29 +23,6 @@ CHUNK_CPU = 1
 CHUNK_GPU = 16
 
 
-def parse_weights(text: str) -> dict:
-    """``"llm=0.7,geometry=0.3"`` or ``"0.7,0.3"`` -> ``{"llm": 0.7, "geometry": 0.3}``.
-
-    >>> parse_weights("llm=0.7, geometry=0.3")
-    {'llm': 0.7, 'geometry': 0.3}
-    >>> parse_weights("1,0")
-    {'llm': 1.0, 'geometry': 0.0}
-    """
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    names = ("llm", "geometry")
-    weights: dict[str, float] = {}
-    for i, part in enumerate(parts):
-        name, _, value = part.rpartition("=")
-        name = name.strip() or (names[i] if i < len(names) else "")
-        if name not in names:
-            raise InputError(f"--weights: unknown weight {name or part!r}; use llm=VALUE,geometry=VALUE")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise InputError(f"--weights: {part!r}: {value.strip()!r} is not a number") from None
-    return weights
-
-
 def summary_table(results: list[dict], out: Path) -> Table:
     scored = [r["clis_l"] for r in results if r["clis_l"] is not None]
     table = Table(title=escape(f"CLIS-L -> {out}"), show_header=False)
@@ -53,6 +30,8 @@ def summary_table(results: list[dict], out: Path) -> Table:
     table.add_row("mean clis_l", f"{sum(scored) / len(scored):.1f}" if scored else "n/a")
     llm = [r["llm"] for r in results if r["llm"] is not None]
     geometry = [r["geometry"] for r in results if r["geometry"] is not None]
+    pair_prior = [r["pair_prior"] for r in results if r.get("pair_prior") is not None]
+    table.add_row("mean pair prior", f"{sum(pair_prior) / len(pair_prior):.1f}" if pair_prior else "not computed")
     table.add_row("mean llm", f"{sum(llm) / len(llm):.1f}" if llm else "not computed")
     table.add_row("mean geometry", f"{sum(geometry) / len(geometry):.1f}" if geometry else "not computed")
     table.add_row("unknown relation pairs", str(sum(r["unknown_pairs"] for r in results)))
@@ -65,8 +44,10 @@ def score_layouts(
     layouts: Path = typer.Argument(..., help="layouts.json, an ACP scene-graph JSON or a COCO instances JSON."),
     out: Path = typer.Option(Path("layout_scores.jsonl"), "--out", "-o", help="Output JSONL, one line per layout."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Causal LM spec or local PATH; 'none' for the pool only."),
-    pool: Optional[Path] = typer.Option(None, "--pool", help="Pool file from `clis pool build` (geometric prior)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="llm=VALUE,geometry=VALUE (default 0.5,0.5)."),
+    pool: Optional[str] = typer.Option(
+        None, "--pool", help="Pool file from `clis pool build`, embedded:nsr1k (default) or 'none'."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="llm=VALUE,geometry=VALUE,pair_prior=VALUE (default 0,1,1)."),
     text_embedder: Optional[str] = typer.Option(None, "--text-embedder", help="Label-similarity model; 'none': exact."),
     match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="Label similarity to match (0.8)."),
     percentile: Optional[float] = typer.Option(None, "--percentile", help="Percentile of matching examples (98)."),
@@ -105,8 +86,6 @@ def score_layouts(
 def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_threshold, percentile, batch_size,
          device, config, quiet, resume: bool = False, overwrite: bool = False,
          strict: bool = False) -> tuple[list[dict], list[str]]:
-    from pydantic import ValidationError
-
     from clis.cli.score import invalid_layouts_warning
     from clis.formats import read_layouts
 
@@ -115,23 +94,12 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
         raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
 
-    from clis.layout_score import LayoutScoreConfig, LayoutScorer
+    from clis.layout_score import LayoutScorer
     from clis.layout_score.cache import layout_key
-    from clis.layout_score.scorer import load_config_file
+    from clis.layout_score.scorer import config_from_options
 
-    settings = load_config_file(config) if config else {}
-    options = {"llm": llm, "pool": str(pool) if pool else None, "text_embedder": text_embedder,
-               "match_threshold": match_threshold, "percentile": percentile, "batch_size": batch_size,
-               "device": device, "weights": parse_weights(weights) if weights else None}
-    settings.update({k: v for k, v in options.items() if v is not None})
-    try:
-        cfg = LayoutScoreConfig(**settings)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "settings"
-        raise InputError(f"{config or 'options'}: {where}: {error['msg'].removeprefix('Value error, ')}") from None
-    except TypeError as exc:
-        raise InputError(f"{config or 'options'}: {exc}") from None
+    cfg = config_from_options(config, llm=llm, pool=pool, text_embedder=text_embedder, match_threshold=match_threshold,
+                              percentile=percentile, batch_size=batch_size, device=device, weights=weights)
 
     scorer = LayoutScorer(cfg)
     manifest = {**scorer.manifest(), "layouts": str(layouts), "output": str(out)}

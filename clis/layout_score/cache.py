@@ -10,7 +10,7 @@ The settings are the scorer's manifest id (``LayoutScorer.manifest()["id"]``), a
 models with their fingerprints, the pool file's hash, the weights and every prompt template.
 A row is therefore only read back by a scorer that would compute the same result.
 
-Rows live in one SQLite table (``clis_l_scores``) of ``<cache_dir>/layout_scores.sqlite``
+Rows live in one SQLite table (``clis_l_scores_v2``) of ``<cache_dir>/layout_scores.sqlite``
 (``$CLIS_CACHE_DIR``, else ``~/.cache/clis``). ``CLIS_LAYOUT_CACHE=off`` turns the cache off;
 ``CLIS_LAYOUT_CACHE=PATH`` uses another file. The file is in WAL mode, so several processes
 can read and write it at once.
@@ -48,7 +48,7 @@ from clis.layout import Layout
 
 ENV_VAR = "CLIS_LAYOUT_CACHE"
 FILE_NAME = "layout_scores.sqlite"
-TABLE = "clis_l_scores"
+TABLE = "clis_l_scores_v2"
 OFF_VALUES = ("off", "none", "no", "0", "false")
 KEY_VERSION = "clis-l-layout/1"  # bump when CLIS-L starts reading another layout field
 _CHUNK = 500  # keys per SELECT (SQLite's host-parameter limit is 999 on old builds)
@@ -100,8 +100,9 @@ def default_path() -> Optional[Path]:
 
 
 class CachedScore(NamedTuple):
-    """One stored result: the ``LayoutScore.to_dict()`` record, and the unrounded
-    ``clis_l`` / ``llm`` / ``geometry`` so a hit equals the computed result exactly."""
+    """One stored result: the ``LayoutScore.to_dict()`` record, and the unrounded score of
+    each source (``clis_l``, ``llm``, ``geometry``, ``pair_prior``) so a hit equals the
+    computed result exactly."""
 
     record: dict
     scores: dict
@@ -129,10 +130,9 @@ class LayoutScoreCache:
                 self._db.execute(
                     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
                     "layout_key TEXT NOT NULL, manifest_id TEXT NOT NULL, record TEXT NOT NULL, "
-                    "clis_l REAL, llm REAL, geometry REAL, created REAL NOT NULL, "
-                    "PRIMARY KEY (layout_key, manifest_id))"
+                    "scores TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (layout_key, manifest_id))"
                 )
-            self._db.execute(f"SELECT layout_key, manifest_id, record, clis_l, llm, geometry FROM {TABLE} LIMIT 0")
+            self._db.execute(f"SELECT layout_key, manifest_id, record, scores FROM {TABLE} LIMIT 0")
         except (OSError, sqlite3.Error) as exc:
             self.close()
             raise self._error(exc) from None
@@ -162,28 +162,28 @@ class LayoutScoreCache:
                 chunk = wanted[start:start + _CHUNK]
                 with self._lock:
                     rows = db.execute(
-                        f"SELECT layout_key, record, clis_l, llm, geometry FROM {TABLE} "
+                        f"SELECT layout_key, record, scores FROM {TABLE} "
                         f"WHERE manifest_id = ? AND layout_key IN ({','.join('?' * len(chunk))})",
                         [manifest_id, *chunk],
                     ).fetchall()
-                for key, text, clis_l, llm, geometry in rows:
+                for key, text, scores_text in rows:
                     try:
-                        record = json.loads(text)
+                        record, scores = json.loads(text), json.loads(scores_text)
                     except ValueError:
                         continue
-                    if isinstance(record, dict):
-                        found[key] = CachedScore(record, {"clis_l": clis_l, "llm": llm, "geometry": geometry})
+                    if isinstance(record, dict) and isinstance(scores, dict):
+                        found[key] = CachedScore(record, scores)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         return found
 
     def put_many(self, entries: Iterable[tuple[str, str, dict, dict]]) -> int:
         """Store ``(layout_key, manifest_id, record, scores)`` rows in one transaction; returns
-        how many were written. ``scores`` holds the unrounded ``clis_l``, ``llm``, ``geometry``."""
+        how many were written. ``scores`` holds the unrounded score of each source, by name."""
         now = time.time()
         rows = [
             (key, manifest_id, json.dumps(record, ensure_ascii=False, separators=(",", ":")),
-             scores.get("clis_l"), scores.get("llm"), scores.get("geometry"), now)
+             json.dumps(scores, separators=(",", ":")), now)
             for key, manifest_id, record, scores in entries
         ]
         if not rows:
@@ -191,7 +191,7 @@ class LayoutScoreCache:
         db = self._connection()
         try:
             with self._lock, db:
-                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         return len(rows)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clis.errors import ClisError, InputError
 from clis.layout import Layout, LayoutObject
@@ -33,9 +33,17 @@ from clis.layout_score.llm import (
     ASPECT_WEIGHTS, SIZE_QUESTIONS, STATEMENT_CONTEXT, VERTICAL_TEMPLATES, Aspect, LogLikelihoodScorer,
     pair_llm_score, resolve_aspects, verbalise_pair,
 )
+from clis.layout_score.embedded_pool import DEFAULT_POOL, resolve_pool
 from clis.layout_score.prior import GeometricPrior, GeometryResult, layout_geometry
+from clis.layout_score.scene_prior import DEFAULT_STRENGTH, DEFAULT_TEMPERATURE, ScenePrior, prior_constants
 
 NEUTRAL = 50.0
+# Measured (docs/clis-l.md, section 3). On a development split of the embedded pool's real
+# scenes the LLM lowered every win rate it was mixed into, so it only speaks for labels the
+# pool does not know (its weight scales with their share, see combine); 8 was the smallest
+# weight that let it carry the hand-made pairs of tests/data. The relation prior, where a
+# layout has relations the pool knows, was as good as the pair prior and best mixed equally.
+DEFAULT_WEIGHTS = {"llm": 8.0, "geometry": 1.0, "pair_prior": 1.0}
 RELATED_PAIR_WEIGHT = 2.0  # pairs the layout names in a relation count twice in the LLM mean
 _DISABLED = ("", "none", "off")
 
@@ -47,31 +55,35 @@ def _default(name: str) -> str:
 
 
 class LayoutWeights(BaseModel):
-    """Weights of the two sources in CLIS-L (normalised by their sum)."""
+    """Weights of the sources in CLIS-L, normalised by the sum over the sources computed for a
+    layout (see ``docs/clis-l.md`` for how the defaults were measured)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    llm: float = Field(0.5, ge=0)
-    geometry: float = Field(0.5, ge=0)
+    llm: float = Field(DEFAULT_WEIGHTS["llm"], ge=0)
+    geometry: float = Field(DEFAULT_WEIGHTS["geometry"], ge=0)
+    pair_prior: float = Field(DEFAULT_WEIGHTS["pair_prior"], ge=0)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "LayoutWeights":
-        if self.llm + self.geometry <= 0:
-            raise ValueError("weights: llm + geometry must be > 0")
+        if self.llm + self.geometry + self.pair_prior <= 0:
+            raise ValueError("weights: llm + geometry + pair_prior must be > 0")
         return self
 
 
 class LayoutScoreConfig(BaseModel):
     """CLIS-L settings as plain data (``clis score`` passes its ``layout`` table here).
 
-    ``llm`` and ``text_embedder`` are model specs (``"none"`` turns them off: no LLM score, or
-    exact label matching); ``pool`` is a pool file (None: LLM plausibility only).
+    ``llm`` and ``text_embedder`` are model specs (None or ``"none"`` turns them off: no LLM
+    score, or exact label matching); ``pool`` is a pool file or ``embedded:nsr1k`` (the default, shipped
+    with clis), None for LLM plausibility only. A pool's scenes feed the pair prior, its
+    relation examples the relation prior (``geometry``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     llm: Optional[str] = Field(default_factory=lambda: _default("DEFAULT_LLM"))
-    pool: Optional[str] = None
+    pool: Optional[str] = DEFAULT_POOL
     text_embedder: Optional[str] = Field(default_factory=lambda: _default("DEFAULT_TEXT_EMBEDDER"))
     match_threshold: float = Field(0.8, ge=-1, le=1)
     percentile: float = Field(98.0, ge=0, le=100)
@@ -81,6 +93,13 @@ class LayoutScoreConfig(BaseModel):
     max_pairs: int = Field(28, ge=1)
     vertical_margin: float = Field(0.05, ge=0, le=1)
     size_ratio: float = Field(2.0, gt=1)
+    pair_strength: float = Field(DEFAULT_STRENGTH, gt=0)
+    pair_temperature: float = Field(DEFAULT_TEMPERATURE, gt=0)
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_off(cls, pool: Optional[str]) -> Optional[str]:
+        return None if pool is None or pool.strip().lower() in _DISABLED else pool
 
     @property
     def llm_enabled(self) -> bool:
@@ -93,19 +112,26 @@ class LayoutScoreConfig(BaseModel):
     @model_validator(mode="after")
     def _some_source(self) -> "LayoutScoreConfig":
         if not self.llm_enabled and not self.pool:
-            raise ValueError("CLIS-L needs an LLM or a pool: llm is 'none' and no pool is given")
+            raise ValueError("CLIS-L needs an LLM or a pool: llm and pool are both 'none'")
         return self
 
 
 @dataclass
 class LayoutScore:
-    """CLIS-L of one layout. Scores are 0..100; ``llm``/``geometry`` are None when not computed."""
+    """CLIS-L of one layout. Scores are 0..100; a source's score is None when not computed.
+
+    The sources: ``llm`` (LLM plausibility), ``geometry`` (the paper's prior over related
+    pairs) and ``pair_prior`` (every object and pair against a pool's real scenes).
+    """
 
     id: str
     clis_l: Optional[float]
     llm: Optional[float] = None
     geometry: Optional[float] = None
+    pair_prior: Optional[float] = None
     pairs: list[dict] = field(default_factory=list)
+    objects: list[dict] = field(default_factory=list)  # the pair prior's evidence per object
+    label_coverage: Optional[float] = None  # share of objects whose label the pool's scenes know
     unknown_pairs: int = 0
     notes: list[str] = field(default_factory=list)
     manifest_id: Optional[str] = None
@@ -115,8 +141,11 @@ class LayoutScore:
     def to_dict(self) -> dict:
         """The ``clis score-layouts`` JSONL record."""
         rounded = {k: None if v is None else round(float(v), 4) for k, v in
-                   (("clis_l", self.clis_l), ("llm", self.llm), ("geometry", self.geometry))}
-        return {"id": self.id, **rounded, "pairs": self.pairs, "unknown_pairs": self.unknown_pairs,
+                   (("clis_l", self.clis_l), ("llm", self.llm), ("geometry", self.geometry),
+                    ("pair_prior", self.pair_prior))}
+        return {"id": self.id, **rounded, "pairs": self.pairs, "objects": self.objects,
+                "label_coverage": None if self.label_coverage is None else round(self.label_coverage, 4),
+                "unknown_pairs": self.unknown_pairs,
                 "notes": self.notes, "manifest": {"id": self.manifest_id, **self.manifest_summary},
                 "error": self.error}
 
@@ -130,17 +159,31 @@ class _PairPlan:
     geometry: list[GeometryResult] = field(default_factory=list)
 
 
-def combine(llm: Optional[float], geometry: Optional[float], weights: LayoutWeights) -> Optional[float]:
-    """Weighted mean of the sources that were computed.
+def combine(llm: Optional[float], geometry: Optional[float], weights: LayoutWeights,
+            pair_prior: Optional[float] = None, coverage: Optional[float] = None) -> Optional[float]:
+    """Weighted mean of the sources that were computed (equal weights when every computed
+    source has weight 0).
+
+    ``coverage`` is the share of the layout's objects whose label the pair prior's pool
+    knows: the pair prior then weighs ``weights.pair_prior * coverage`` and the LLM
+    ``weights.llm * (1 - coverage)``, so the LLM speaks for the labels the pool cannot.
 
     >>> combine(80.0, 40.0, LayoutWeights(llm=0.75, geometry=0.25))
     70.0
     >>> combine(80.0, None, LayoutWeights())
     80.0
+    >>> combine(None, 40.0, LayoutWeights(geometry=1.0, pair_prior=3.0), pair_prior=80.0)
+    70.0
+    >>> combine(20.0, None, LayoutWeights(llm=2.0, pair_prior=1.0), pair_prior=80.0, coverage=0.5)
+    40.0
     """
-    parts = [(v, w) for v, w in ((llm, weights.llm), (geometry, weights.geometry)) if v is not None and w > 0]
+    w_llm, w_pair = weights.llm, weights.pair_prior
+    if coverage is not None:
+        w_llm, w_pair = w_llm * (1.0 - coverage), w_pair * coverage
+    values = ((llm, w_llm), (geometry, weights.geometry), (pair_prior, w_pair))
+    parts = [(v, w) for v, w in values if v is not None and w > 0]
     if not parts:
-        parts = [(v, 1.0) for v in (llm, geometry) if v is not None]
+        parts = [(v, 1.0) for v, _ in values if v is not None]
     if not parts:
         return None
     return sum(v * w for v, w in parts) / sum(w for _, w in parts)
@@ -177,10 +220,11 @@ class LayoutScorer:
         )
         self.embedder_model = None
         self.prior: Optional[GeometricPrior] = None
+        self.scene_prior: Optional[ScenePrior] = None
         if cfg.pool:
             from clis.layout_score.pool import CategoryMatcher, Pool
 
-            pool = Pool.load(cfg.pool)
+            pool = Pool.load(resolve_pool(cfg.pool))
             if len(pool) == 0:
                 raise InputError(f"{cfg.pool}: the pool has no examples")
             embedder = None
@@ -189,7 +233,13 @@ class LayoutScorer:
 
                 self.embedder_model = load_model(cfg.text_embedder, "text-embedding", device=cfg.device)
                 embedder = TextEmbedder(self.embedder_model)
-            self.prior = GeometricPrior(pool, CategoryMatcher(embedder), cfg.match_threshold, cfg.percentile)
+            matcher = CategoryMatcher(embedder)
+            if pool.size:
+                self.prior = GeometricPrior(pool, matcher, cfg.match_threshold, cfg.percentile)
+            if pool.scenes:
+                self.scene_prior = ScenePrior([scene.scene for scene in pool.scenes], matcher, cfg.match_threshold,
+                                              cfg.pair_strength, cfg.pair_temperature)
+            self.pool = pool
         self._manifest = self._build_manifest()
 
     # -- manifest ---------------------------------------------------------------------------------
@@ -202,7 +252,8 @@ class LayoutScorer:
             "llm": (self.llm_model.fingerprint or {"spec": self.llm_model.spec}) if self.llm_model else None,
             "text_embedder": (self.embedder_model.fingerprint or {"spec": self.embedder_model.spec})
             if self.embedder_model else None,
-            "pool": self.prior.pool.fingerprint() if self.prior else None,
+            "pool": self._pool_fingerprint() if self.config.pool else None,
+            "pair_prior": prior_constants() if self.scene_prior else None,
             "prompts": {
                 "statement_context": STATEMENT_CONTEXT,
                 "vertical_templates": list(VERTICAL_TEMPLATES),
@@ -214,6 +265,12 @@ class LayoutScorer:
         digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
         manifest["id"] = digest[:16]
         return manifest
+
+    def _pool_fingerprint(self) -> dict:
+        info = self.pool.fingerprint()
+        if str(self.config.pool).startswith("embedded:"):
+            info["path"] = self.config.pool  # where clis is installed must not change the manifest id
+        return info
 
     def manifest(self) -> dict:
         """Models (with fingerprints), pool and settings of this scorer, plus a short ``id``."""
@@ -263,7 +320,9 @@ class LayoutScorer:
             subject, obj = by_id[s], by_id[o]
             # The LLM judges an unordered pair once, even when relations name it both ways.
             unordered = frozenset((s, o))
-            aspects = [] if unordered in seen_unordered or not self.llm_model else verbalise_pair(
+            asks_llm = self.llm_model is not None and unordered not in seen_unordered and self._llm_judges(
+                subject.label, obj.label)
+            aspects = [] if not asks_llm else verbalise_pair(
                 subject.label, obj.label, subject.bbox, obj.bbox, self.config.vertical_margin, self.config.size_ratio)
             seen_unordered.add(unordered)
             plan = _PairPlan(subject, obj, related.get((s, o), []), aspects)
@@ -275,6 +334,11 @@ class LayoutScorer:
                 ]
             plans.append(plan)
         return plans, notes
+
+    def _llm_judges(self, first: str, second: str) -> bool:
+        """The LLM judges a pair unless the pool's scenes know both labels (it measured at
+        chance on real layouts, where the pair prior is right far more often)."""
+        return self.scene_prior is None or not (self.scene_prior.match(first) and self.scene_prior.match(second))
 
     def score_layouts(self, layouts: Sequence[Layout],
                       progress: Optional[Callable[[str, int, int], None]] = None) -> list[LayoutScore]:
@@ -330,7 +394,8 @@ class LayoutScorer:
         if self.cache is not None:
             self.cache.put_many(
                 (key, manifest_id, finished[i].to_dict(),
-                 {"clis_l": finished[i].clis_l, "llm": finished[i].llm, "geometry": finished[i].geometry})
+                 {"clis_l": finished[i].clis_l, "llm": finished[i].llm, "geometry": finished[i].geometry,
+                  "pair_prior": finished[i].pair_prior, "label_coverage": finished[i].label_coverage})
                 for key, i in first_of.items() if finished[i].error is None
             )
         results = []
@@ -342,6 +407,7 @@ class LayoutScorer:
             else:
                 twin = finished[first_of[key]]
                 result = dataclasses.replace(twin, id=layout.id, pairs=copy.deepcopy(twin.pairs),
+                                             objects=copy.deepcopy(twin.objects),
                                              notes=list(twin.notes), manifest_summary=dict(twin.manifest_summary))
             results.append(result)
             if progress is not None:
@@ -366,7 +432,9 @@ class LayoutScorer:
         record = hit.record
         return LayoutScore(
             layout.id, hit.scores.get("clis_l"), llm=hit.scores.get("llm"), geometry=hit.scores.get("geometry"),
-            pairs=copy.deepcopy(record.get("pairs") or []), unknown_pairs=int(record.get("unknown_pairs") or 0),
+            pair_prior=hit.scores.get("pair_prior"), pairs=copy.deepcopy(record.get("pairs") or []),
+            objects=copy.deepcopy(record.get("objects") or []), label_coverage=hit.scores.get("label_coverage"),
+            unknown_pairs=int(record.get("unknown_pairs") or 0),
             notes=list(record.get("notes") or []), manifest_id=self._manifest["id"],
             manifest_summary=self._summary(),
         )
@@ -397,18 +465,36 @@ class LayoutScorer:
         if self.llm_model is not None:
             if llm_parts:
                 result.llm = sum(v * w for v, w in llm_parts) / sum(w for _, w in llm_parts)
+            elif not any(self._llm_judges(p.subject.label, p.obj.label) for p in plans):
+                result.notes.append("the pool knows every label: the LLM was not asked")
             else:
                 result.llm = NEUTRAL
                 result.notes.append("no pair has a clear vertical order or size difference: LLM score is the neutral 50")
         if self.prior is not None:
             result.unknown_pairs = sum(1 for g in geometry_results if g.score is None)
             result.geometry = layout_geometry(geometry_results)
-            if not geometry_results:
-                result.notes.append("no relations: the geometric prior needs (subject, relation, object) triples")
-            elif result.unknown_pairs:
+            if geometry_results and result.unknown_pairs:
                 result.notes.append(f"{result.unknown_pairs} of {len(geometry_results)} relation pairs unknown to the pool")
-        result.clis_l = combine(result.llm, result.geometry, self.config.weights)
+        if self.scene_prior is not None:
+            self._add_pair_prior(layout, result)
+        result.clis_l = combine(result.llm, result.geometry, self.config.weights, result.pair_prior,
+                                result.label_coverage)
         return result
+
+    def _add_pair_prior(self, layout: Layout, result: LayoutScore) -> None:
+        """The pair prior of every object and ordered pair, attached to the record's pairs."""
+        scene = self.scene_prior.score([(o.label, o.bbox) for o in layout.objects])
+        result.pair_prior = scene.score
+        evidence = {(layout.objects[p["first"]].id, layout.objects[p["second"]].id): p["evidence"]
+                    for p in scene.pairs}
+        for pair in result.pairs:
+            pair["pair_prior_evidence"] = [evidence.get((pair["subject"], pair["object"])),
+                                           evidence.get((pair["object"], pair["subject"]))]
+        result.objects = scene.objects
+        result.label_coverage = 1.0 - len(scene.unknown_labels) / len(layout.objects)
+        if scene.unknown_labels:
+            result.notes.append("labels unknown to the pool (pair prior uses label-blind statistics): "
+                                + ", ".join(sorted(set(scene.unknown_labels))))
 
 
 def _content_key(layout: Layout) -> Optional[str]:
@@ -423,6 +509,51 @@ def _content_key(layout: Layout) -> Optional[str]:
 def _centre_gap(a: LayoutObject, b: LayoutObject) -> float:
     (ax, ay), (bx, by) = a.center, b.center
     return (ax - bx) ** 2 + (ay - by) ** 2
+
+
+def config_from_options(config: str | Path | None = None, **options: Any) -> LayoutScoreConfig:
+    """:class:`LayoutScoreConfig` from a JSON settings file (optional) and command-line options:
+    options that are not None win; ``weights`` may be ``--weights`` text; ``pool`` may be
+    ``none``. Raises ``InputError`` in one line naming the file (or ``options``) and field."""
+    from pydantic import ValidationError
+
+    settings = load_config_file(config) if config else {}
+    if isinstance(options.get("weights"), str):
+        options["weights"] = parse_weights(options["weights"])
+    settings.update({k: v for k, v in options.items() if v is not None})
+    try:
+        return LayoutScoreConfig(**settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        raise InputError(f"{config or 'options'}: {where}: {error['msg'].removeprefix('Value error, ')}") from None
+    except TypeError as exc:
+        raise InputError(f"{config or 'options'}: {exc}") from None
+
+
+def parse_weights(text: str) -> dict:
+    """``"llm=0.7,geometry=0.3,pair_prior=1"`` or ``"0.7,0.3,1"`` (in that order) -> a dict of
+    the weights given.
+
+    >>> parse_weights("llm=0.7, pair_prior=0.3")
+    {'llm': 0.7, 'pair_prior': 0.3}
+    >>> parse_weights("1,0")
+    {'llm': 1.0, 'geometry': 0.0}
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    names = tuple(LayoutWeights.model_fields)
+    weights: dict[str, float] = {}
+    for i, part in enumerate(parts):
+        name, _, value = part.rpartition("=")
+        name = name.strip() or (names[i] if i < len(names) else "")
+        if name not in names:
+            raise InputError(f"--weights: unknown weight {name or part!r}; use "
+                             + ",".join(f"{n}=VALUE" for n in names))
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise InputError(f"--weights: {part!r}: {value.strip()!r} is not a number") from None
+    return weights
 
 
 def load_config_file(path: str | Path) -> dict:
