@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clis.errors import ClisError
+from clis.errors import ClisError, InputError
 
 if TYPE_CHECKING:  # the studies (scipy, seaborn) are imported by the commands that run them
     from benchmarks.results import BenchResult
@@ -87,7 +87,9 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
     console.print(table)
     if note:
         console.print(note, highlight=False)
-    console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""))
+    # Paths are the user's text: printed as they are, never read as rich markup.
+    console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""),
+                  markup=False)
 
 
 def _run(func, out: Path, *args, printer=print_result, **kwargs) -> None:
@@ -277,3 +279,62 @@ def compare(
                    bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
 
     _run(study, out)
+
+
+def print_layouts_result(result: BenchResult, out: Path) -> None:
+    """The layouts study: one line per corruption and severity, per source the win rate
+    [interval] and the share of twins (first line: of real layouts) scoring >= the threshold."""
+    from benchmarks.layouts import summary_table, tau_line
+
+    console.print(summary_table(result))
+    if line := tau_line(result):
+        console.print(line, highlight=False)
+    files = [f"{out / 'result.json'}", f"{out / (getattr(result, 'pairs_file', None) or 'pairs.csv')}"]
+    console.print(f"result: {files[0]}  pairs: {files[1]}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""),
+                  markup=False)
+
+
+@app.command()
+def layouts(
+    layouts_file: Path = typer.Argument(..., metavar="LAYOUTS", help="Layouts file (any format clis reads, NSR-1K too)."),
+    out: Path = OutOption,
+    subset: list[str] = typer.Option([], "--subset", metavar="KEY=VALUE", help="Keep layouts whose field or extra key "
+                                     "KEY equals VALUE (as text); repeat for more keys (all must match) or values of "
+                                     "one key (any). NSR-1K's evaluation set: --subset sub-type=real."),
+    min_objects: int = typer.Option(2, "--min-objects", min=1, help="Keep layouts with at least this many objects."),
+    max_objects: int = typer.Option(6, "--max-objects", min=1, help="Keep layouts with at most this many objects."),
+    min_labels: int = typer.Option(2, "--min-labels", min=1, help="Keep layouts with at least this many distinct labels."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N layouts left after the filters."),
+    corruptions: Optional[str] = typer.Option(None, "--corruptions", help="Comma-separated subset of: flip, swap, "
+                                              "scale, shift, random (default: all)."),
+    threshold: float = typer.Option(50.0, "--threshold", help="Report the share scoring >= this (clis pick --min-layout)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Causal LM spec or local PATH; 'none' for the pool only."),
+    pool: Optional[str] = typer.Option(None, "--pool", metavar="PATH", help="Pool file from `clis pool build`, "
+                                       "embedded:NAME, or 'none' (default: CLIS-L's)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="llm=VALUE,geometry=VALUE,... as clis score-layouts."),
+    text_embedder: Optional[str] = typer.Option(None, "--text-embedder", help="Label-similarity model; 'none': exact."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Statements per LLM forward pass."),
+    device: Optional[str] = DeviceOption,
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON file of CLIS-L settings; options win."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """CLIS-L on real layouts vs corrupted twins (flip, swap, scale, shift, random); no images needed."""
+    from benchmarks.layouts import layouts_study
+
+    def study():
+        chosen = None
+        if corruptions is not None:
+            chosen = [c.strip() for c in corruptions.split(",") if c.strip()]
+            if not chosen:
+                raise InputError(f"--corruptions {corruptions!r}: name at least one of flip, swap, scale, shift, random")
+        options = {"config": config, "llm": llm, "pool": pool, "weights": weights, "text_embedder": text_embedder,
+                   "batch_size": batch_size, "device": device}
+        return layouts_study(layouts_file, out, score_options=options, subset=subset, min_objects=min_objects,
+                             max_objects=max_objects, min_labels=min_labels, limit=limit, corruptions=chosen,
+                             threshold=threshold, bootstrap=_bootstrap(bootstrap, confidence, seed),
+                             plot=not no_plot)
+
+    _run(study, out, printer=print_layouts_result)

@@ -48,6 +48,11 @@ STUDY_TEXT = {
     "buckets": ("Score buckets", "Each row is a bucket of candidates by score, exported as a COCO subset."),
     "downstream": ("Downstream detectors per score bucket",
                    "Each row is a score bucket: the detector trained on it, evaluated on real data."),
+    "layouts": ("Real layouts against corrupted twins",
+                "Each row is a layout score (CLIS-L or one of its parts), not a generator: how often a real "
+                "layout scores above its twin with the boxes corrupted (flip, swap, scale, shift, random; "
+                "win rate, ties half), whether the score falls with the severity (Kendall τ) and the share "
+                "scoring at least the threshold. No images are needed."),
 }
 DEMO_GENERATORS = ("shapes",)
 

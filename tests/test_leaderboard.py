@@ -343,7 +343,11 @@ def test_study_headings_say_what_the_rows_are(tmp_path, bench):
     metrics = [{"key": "accuracy", "label": "accuracy (all kinds)"}]
     rows = [{"name": name, "values": {"accuracy": {"value": v}}} for name, v in (("clis", 0.8), ("global", 0.6))]
     corrupt.write_text(json.dumps(result_document(rows, study="corrupt", metrics=metrics)))
-    report = build_site([corrupt, bench], tmp_path / "site")
+    layouts = tmp_path / "layouts.json"
+    metrics = [{"key": "win_rate", "label": "win rate (all)"}]
+    rows = [{"name": name, "values": {"win_rate": {"value": v}}} for name, v in (("clis_l", 0.7), ("llm", 0.6))]
+    layouts.write_text(json.dumps(result_document(rows, study="layouts", metrics=metrics)))
+    report = build_site([corrupt, layouts, bench], tmp_path / "site")
     compare_part, corrupt_part = _study_section(report.index, "compare"), _study_section(report.index, "corrupt")
     assert "Generators ranked by CLIS" in compare_part
     assert "ranked by CLIS" not in corrupt_part and "generators ranked" not in corrupt_part.lower()
@@ -353,6 +357,12 @@ def test_study_headings_say_what_the_rows_are(tmp_path, bench):
     assert "generators ranked by CLIS" not in lede.lower()
     markdown = (tmp_path / "site" / "leaderboard.md").read_text()
     assert "**Sensitivity to corruptions**" in markdown.split("## corrupt\n", 1)[1].split("## ", 1)[0]
+    # The layouts study (no images): its own heading, not the plain "Study: layouts".
+    layouts_part = _study_section(report.index, "layouts")
+    assert "Real layouts against corrupted twins" in layouts_part and "Study: layouts" not in layouts_part
+    assert "not a generator" in layouts_part and "flip, swap, scale, shift, random" in layouts_part
+    assert "No images are needed" in layouts_part
+    assert "**Real layouts against corrupted twins**" in markdown.split("## layouts\n", 1)[1].split("## ", 1)[0]
 
 
 def test_demo_only_candidates_carry_a_badge_in_every_study(tmp_path, bench):
