@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from clis.errors import InputError
 
 EMBEDDED_POOLS = {"nsr1k": "nsr1k.jsonl.gz"}
@@ -52,21 +53,14 @@ def resolve_pool(spec: str | Path) -> Path:
     return DATA_DIR / EMBEDDED_POOLS[name]
 
 
-def _read(path: Path) -> list:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: top level: expected a list of NSR-1K records")
-    return data
-
-
 def evaluation_image_ids(nsr_dir: str | Path) -> set:
     """The COCO ``image_id`` of every evaluation record of ``counting.val.json``."""
-    records = _read(Path(nsr_dir) / "counting.val.json")
+    from clis.layout_score.pool_sources import read_json
+
+    path = Path(nsr_dir) / "counting.val.json"
+    records = read_json(path)
+    if not isinstance(records, list):
+        raise InputError(f"{path}: top level: expected a list of NSR-1K records")
     return {r.get("image_id") for r in records if isinstance(r, dict) and r.get("sub-type") == EVALUATION_SUBTYPE}
 
 
@@ -98,4 +92,7 @@ if __name__ == "__main__":  # python -m clis.layout_score.embedded_pool NSR_DIR 
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: python -m clis.layout_score.embedded_pool NSR_1K_DIR [OUT]")
     target = Path(sys.argv[2]) if len(sys.argv) == 3 else resolve_pool(DEFAULT_POOL)
-    print(json.dumps(build_nsr_pool(sys.argv[1], target), indent=2))
+    try:
+        print(json.dumps(build_nsr_pool(sys.argv[1], target), indent=2))
+    except InputError as exc:
+        sys.exit(f"error: {exc}")

@@ -82,11 +82,16 @@ class PoolExample(BaseModel):
     @field_validator("subject_box", "object_box")
     @classmethod
     def _positive_size(cls, box: list[float]) -> list[float]:
-        if not all(np.isfinite(box)):
-            raise ValueError(f"box {box} has a non-finite value")
-        if box[2] <= 0 or box[3] <= 0:
-            raise ValueError(f"box {box} is degenerate: width and height must be > 0")
-        return box
+        return _usable_box(box)
+
+
+def _usable_box(box: list[float]) -> list[float]:
+    """``box`` if its values are finite and its width and height positive, else ``ValueError``."""
+    if not all(np.isfinite(box)):
+        raise ValueError(f"box {box} has a non-finite value")
+    if box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"box {box} is degenerate: width and height must be > 0")
+    return box
 
 
 class PoolScene(BaseModel):
@@ -105,11 +110,7 @@ class PoolScene(BaseModel):
             label = normalize_text(label)
             if not label:
                 raise ValueError("a label is blank")
-            if not all(np.isfinite(box)):
-                raise ValueError(f"box {box} has a non-finite value")
-            if box[2] <= 0 or box[3] <= 0:
-                raise ValueError(f"box {box} is degenerate: width and height must be > 0")
-            cleaned.append((label, box))
+            cleaned.append((label, _usable_box(box)))
         return cleaned
 
 

@@ -61,12 +61,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from clis.layout_score.geometry import iou
+from clis.layout_score.llm import sigmoid
 from clis.layout_score.pool import CategoryMatcher, normalize_text
 
 UNARY_FEATURES = ("cy", "top", "bottom", "log_area", "log_aspect", "cx_offset")
 PAIR_FEATURES = ("log_area_ratio", "dy", "top_gap", "bottom_gap", "abs_dx", "iou")
-MIN_BANDWIDTH = {"cy": 0.02, "top": 0.02, "top_gap": 0.02, "bottom": 0.02, "log_area": 0.1, "log_aspect": 0.1, "cx_offset": 0.02,
-                 "log_area_ratio": 0.1, "dy": 0.02, "bottom_gap": 0.02, "abs_dx": 0.02, "iou": 0.02}
+MIN_BANDWIDTH = {"cy": 0.02, "top": 0.02, "bottom": 0.02, "log_area": 0.1, "log_aspect": 0.1, "cx_offset": 0.02,
+                 "log_area_ratio": 0.1, "dy": 0.02, "top_gap": 0.02, "bottom_gap": 0.02, "abs_dx": 0.02,
+                 "iou": 0.02}
 DEFAULT_STRENGTH = 20.0
 DEFAULT_TEMPERATURE = 1.2
 MATCH_TOP_K = 3
@@ -99,22 +102,6 @@ def unary_features(boxes: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
     }
 
 
-def flipped_unary(boxes: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
-    """The object features of the vertically flipped boxes (y -> 1 - y - h)."""
-    b = _boxes(boxes)
-    b[:, 1] = 1.0 - b[:, 1] - b[:, 3]
-    return unary_features(b)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    left, top = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    right = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    bottom = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def pair_features(first: Sequence[Sequence[float]], second: Sequence[Sequence[float]]) -> dict[str, np.ndarray]:
     """Features of ordered box pairs (row i of ``first`` with row i of ``second``).
 
@@ -129,7 +116,7 @@ def pair_features(first: Sequence[Sequence[float]], second: Sequence[Sequence[fl
         "bottom_gap": (b[:, 1] + b[:, 3]) - (a[:, 1] + a[:, 3]),
         "top_gap": b[:, 1] - a[:, 1],
         "abs_dx": np.abs((b[:, 0] + b[:, 2] / 2) - (a[:, 0] + a[:, 2] / 2)),
-        "iou": _iou(a, b),
+        "iou": iou(a, b),
     }
 
 
@@ -178,10 +165,6 @@ class _FeatureTable:
         # The flipped samples with the same bandwidth: for a feature a flip leaves alone, q = g exactly.
         self.blind_flipped = {f: _Density(flipped[f], MIN_BANDWIDTH[f], self.blind[f].bandwidth) for f in names}
 
-    def reference(self, name: str, value: float) -> float:
-        """``q = (g(x) + g_flipped(x)) / 2``: the label-blind density, symmetric under a flip."""
-        return 0.5 * (self.blind[name](value) + self.blind_flipped[name](value))
-
     def evidence(self, weights: dict, x: dict[str, float], strength: float) -> tuple[float, dict[str, float]]:
         """``sum_f log p_f(x) - log q_f(x)`` with ``p`` the weighted, smoothed group mixture."""
         total, terms = 0.0, {}
@@ -194,7 +177,7 @@ class _FeatureTable:
                 count += weight * n
                 mixture += weight * n * densities[name](value)
             p = (mixture + strength * blind) / (count + strength)
-            q = self.reference(name, value)
+            q = 0.5 * (blind + self.blind_flipped[name](value))  # g made symmetric under a flip
             term = math.log(max(p, _LOG_FLOOR)) - math.log(max(q, _LOG_FLOOR))
             terms[name] = term
             total += term
@@ -221,33 +204,26 @@ class ScenePrior:
         self.threshold = threshold
         self.strength = strength
         self.temperature = temperature
-        labels, boxes, scene_of = [], [], []
-        for s, scene in enumerate(scenes):
+        labels, boxes, first, second = [], [], [], []  # every object; every ordered pair within a scene
+        for scene in scenes:
+            members = range(len(labels), len(labels) + len(scene))
             for label, box in scene:
                 labels.append(normalize_text(label))
                 boxes.append(list(box))
-                scene_of.append(s)
+            first += [i for i in members for j in members if i != j]
+            second += [j for i in members for j in members if i != j]
         self.labels = sorted(set(labels))
-        self.scene_count = len(scenes)
         box_array = _boxes(boxes) if boxes else np.zeros((0, 4))
         by_label: dict[str, list[int]] = {}
         for i, label in enumerate(labels):
             by_label.setdefault(label, []).append(i)
-        object_values = unary_features(box_array)
-        self.objects = _FeatureTable(UNARY_FEATURES, by_label, object_values, unary_features(_flip(box_array)))
-        first, second = [], []
-        members: dict[int, list[int]] = {}
-        for i, s in enumerate(scene_of):
-            members.setdefault(s, []).append(i)
-        for group in members.values():
-            first += [i for i in group for j in group if i != j]
-            second += [j for i in group for j in group if i != j]
+        self.objects = _FeatureTable(UNARY_FEATURES, by_label, unary_features(box_array),
+                                     unary_features(_flip(box_array)))
         by_pair: dict[tuple[str, str], list[int]] = {}
         for k, (i, j) in enumerate(zip(first, second)):
             by_pair.setdefault((labels[i], labels[j]), []).append(k)
         a, b = box_array[first], box_array[second]
         self.pairs = _FeatureTable(PAIR_FEATURES, by_pair, pair_features(a, b), pair_features(_flip(a), _flip(b)))
-        self.pair_count = len(first)
         self._matches: dict[str, dict[str, float]] = {}
 
     def match(self, label: str) -> dict[str, float]:
@@ -297,5 +273,5 @@ class ScenePrior:
         if pair_evidence:
             evidence += float(np.mean(pair_evidence))
         result.evidence = evidence
-        result.score = 100.0 / (1.0 + math.exp(-max(min(evidence / self.temperature, 60.0), -60.0)))
+        result.score = 100.0 * sigmoid(evidence / self.temperature)
         return result
