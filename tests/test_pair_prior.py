@@ -216,3 +216,29 @@ def test_pool_cli_builds_scenes_from_nsr_records_and_shows_the_embedded_pool(tmp
     assert shown.exit_code == 0 and "licence: NSR-1K: MIT" in shown.output and "scenes: 1368" in shown.output
     unknown = runner.invoke(app, ["pool", "info", "embedded:nope"])
     assert unknown.exit_code == 2 and "unknown embedded pool 'embedded:nope'" in unknown.output
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--weights", "llm=inf"], "weights.llm"),
+    (["--weights", "pair_prior=nan"], "weights.pair_prior"),
+])
+def test_score_layouts_refuses_weights_that_are_not_finite(tmp_path, args, field):
+    from typer.testing import CliRunner
+
+    from clis.cli import app
+
+    layouts = tmp_path / "l.json"
+    layouts.write_text(json.dumps([{"id": "a", "objects": [{"id": "cat-1", "label": "cat", "bbox": [0.1, 0.1, 0.3, 0.3]}]}]),
+                       encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(app, ["score-layouts", str(layouts), "--out", str(out), *args])
+    assert result.exit_code == 2 and f"options: {field}:" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("setting", ["pair_strength", "pair_temperature"])
+def test_pair_prior_settings_must_be_finite(setting):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        LayoutScoreConfig(llm="none", **{setting: float("inf")})

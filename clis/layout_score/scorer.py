@@ -60,9 +60,10 @@ class LayoutWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    llm: float = Field(DEFAULT_WEIGHTS["llm"], ge=0)
-    geometry: float = Field(DEFAULT_WEIGHTS["geometry"], ge=0)
-    pair_prior: float = Field(DEFAULT_WEIGHTS["pair_prior"], ge=0)
+    # Finite: an infinite weight makes every weighted mean it enters NaN.
+    llm: float = Field(DEFAULT_WEIGHTS["llm"], ge=0, allow_inf_nan=False)
+    geometry: float = Field(DEFAULT_WEIGHTS["geometry"], ge=0, allow_inf_nan=False)
+    pair_prior: float = Field(DEFAULT_WEIGHTS["pair_prior"], ge=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "LayoutWeights":
@@ -93,8 +94,8 @@ class LayoutScoreConfig(BaseModel):
     max_pairs: int = Field(28, ge=1)
     vertical_margin: float = Field(0.05, ge=0, le=1)
     size_ratio: float = Field(2.0, gt=1)
-    pair_strength: float = Field(DEFAULT_STRENGTH, gt=0)
-    pair_temperature: float = Field(DEFAULT_TEMPERATURE, gt=0)
+    pair_strength: float = Field(DEFAULT_STRENGTH, gt=0, allow_inf_nan=False)
+    pair_temperature: float = Field(DEFAULT_TEMPERATURE, gt=0, allow_inf_nan=False)
 
     @field_validator("pool")
     @classmethod
