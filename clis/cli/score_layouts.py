@@ -168,6 +168,8 @@ def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, di
     Refuses (one line) a file made with other CLIS-L settings or models, and a line that is
     not a record, since resuming rewrites the file; a last line cut off mid-write is dropped.
     """
+    from clis.layout_score.precomputed import layout_score_record
+
     hint = "drop --resume (or pass --overwrite) or use another --out"
     earlier = read_manifest(manifest_file, "the settings of the earlier run", hint)
     if earlier.get("id") != manifest_id:
@@ -180,11 +182,8 @@ def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, di
                 break  # cut off by an interruption: scored again
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                record = None
-            if not (isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record):
+            record = layout_score_record(raw)
+            if record is None:
                 raise InputError(f"{out}: line {number}: not a clis score-layouts record; --resume will not rewrite "
                                  "the file (pass --overwrite to replace it, or use another --out)")
             if record.get("error") is None:

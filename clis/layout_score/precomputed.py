@@ -56,6 +56,22 @@ def _differences(then: Any, now: Any, where: str = "") -> list[tuple[str, Any, A
     return [] if then == now else [(where, then, now)]
 
 
+def layout_score_record(line: str | bytes) -> Optional[dict]:
+    """The ``clis score-layouts`` record on one JSONL line, or None when the line is not one
+    (not JSON, not an object, no string ``id`` or no ``clis_l``).
+
+    >>> layout_score_record('{"id": "tea", "clis_l": 61.5}')["clis_l"], layout_score_record('[1]')
+    (61.5, None)
+    """
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record:
+        return record
+    return None
+
+
 class PrecomputedLayoutScores:
     """CLIS-L per layout from a ``clis score-layouts`` JSONL file, checked against ``config``."""
 
@@ -90,11 +106,8 @@ class PrecomputedLayoutScores:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not (isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record):
+            record = layout_score_record(line)
+            if record is None:
                 raise InputError(f"{self.path}: line {number}: not a clis score-layouts record")
             if record.get("manifest") and record["manifest"].get("id") not in (None, self._manifest.get("id")):
                 raise InputError(f"{self.path}: line {number}: field manifest.id: the line was made by another "
