@@ -93,8 +93,12 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
 
 
 def _run(func, out: Path, *args, printer=print_result, **kwargs) -> None:
-    """Run a study; user errors become one line and exit code 2 (also under CliRunner)."""
+    """Run a study; user errors become one line and exit code 2 (also under CliRunner).
+
+    ``out`` is checked first: a study may score for minutes before it writes there."""
     try:
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: --out names a file; it must be a folder (for result.json and the plots)")
         result = func(*args, **kwargs)
     except ClisError as exc:
         err_console.print(f"error: {exc}", markup=False)

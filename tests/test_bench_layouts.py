@@ -509,3 +509,20 @@ def test_empty_corruption_list_and_bracketed_output_paths(tmp_path):
                                "none", "--corruptions", "flip", "--no-plot", "--bootstrap", "50"])
     assert done.exit_code == 0, done.output
     assert f"result: {out / 'result.json'}" in done.output
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_scoring(tmp_path):
+    from typer.testing import CliRunner
+
+    from clis.cli import app
+
+    layouts = tmp_path / "l.json"
+    text = json.dumps([{"id": "a", "objects": [
+        {"id": "cat-1", "label": "cat", "bbox": [0.1, 0.1, 0.3, 0.3]},
+        {"id": "bed-1", "label": "bed", "bbox": [0.0, 0.5, 1.0, 0.5]}]}])
+    layouts.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(app, ["bench", "layouts", str(layouts), "-o", str(layouts), "--llm", "none",
+                                      "--text-embedder", "none", "--no-plot"])
+    assert result.exit_code == 2, result.output
+    assert f"{layouts}: --out names a file; it must be a folder" in result.output
+    assert layouts.read_text(encoding="utf-8") == text
