@@ -62,6 +62,7 @@ from benchmarks.stats import BootstrapConfig, Clusters, mean, pooled_mean, rate
 from clis import __version__
 from clis.errors import InputError
 from clis.layout import Layout
+from clis.outputs import csv_safe_frame
 
 SOURCES = ("clis_l", "llm", "geometry", "pair_prior")
 SOURCE_LABELS = {"clis_l": "CLIS-L", "llm": "LLM", "geometry": "geometry", "pair_prior": "pair prior"}
@@ -373,34 +374,11 @@ def _interval(value: Any, low: Any, high: Any) -> dict[str, Any]:
 
 # -- output ---------------------------------------------------------------------------------------
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab, CR
-    first) gets a leading ``'``; numbers, and text that reads as a number (``-3``), stay.
-
-    >>> csv_safe("=HYPERLINK(1)"), csv_safe("-3"), csv_safe("tea"), csv_safe(-3.0)
-    ("'=HYPERLINK(1)", '-3', 'tea', -3.0)
-    """
-    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
-        return value
-    try:
-        float(value)
-        return value
-    except ValueError:
-        return "'" + value
-
-
 def write_pairs(frame: pd.DataFrame, sources: Sequence[str], path: Path) -> Path:
     """``pairs.csv``: the pair table with the present sources, text cells neutralised."""
     columns = [c for c in frame.columns if not any(c.endswith(f"_{s}") for s in SOURCES)]
     columns += [f"{p}_{s}" for s in sources for p in ("real", "twin", "margin")]
-    out = frame[columns].copy()
-    for column in out.columns:
-        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
-            out[column] = out[column].map(csv_safe).astype(object)
-    out.to_csv(path, index=False)
+    csv_safe_frame(frame[columns]).to_csv(path, index=False)
     return path
 
 

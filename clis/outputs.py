@@ -168,3 +168,36 @@ class OutputLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A text cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab
+    or CR first, as OWASP's CSV-injection guidance lists) gets a leading ``'``; numbers, and
+    text that reads as a number (``-3``), stay as they are. Every CSV clis writes passes its
+    cells through this.
+
+    >>> csv_safe("=HYPERLINK(1)"), csv_safe("-3"), csv_safe("tea"), csv_safe(-3.0)
+    ("'=HYPERLINK(1)", '-3', 'tea', -3.0)
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_safe_frame(frame):
+    """A copy of a pandas DataFrame with every text cell (and column name) through ``csv_safe``."""
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column])):
+            out[column] = out[column].map(csv_safe).astype(object)
+    out.columns = [csv_safe(c) if isinstance(c, str) else c for c in out.columns]
+    return out

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from benchmarks.cli import app
 from benchmarks.layout_twins import CORRUPTIONS, SEVERITIES, flip, make_twins, random_boxes, scale, shift, swap
 from benchmarks.layouts import (
-    SOURCES, csv_safe, layouts_study, parse_subset, select_layouts, wilson_interval, win_record,
+    SOURCES, layouts_study, parse_subset, select_layouts, wilson_interval, win_record,
 )
 from benchmarks.results import read_result
 from benchmarks.stats import BootstrapConfig
 from clis.errors import InputError
+from clis.outputs import csv_safe
 from clis.layout import Layout
 
 FAST = BootstrapConfig(n_resamples=60, seed=0)
