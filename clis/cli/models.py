@@ -8,6 +8,7 @@ from dataclasses import asdict
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from clis.errors import ClisError
 
@@ -33,8 +34,8 @@ def list_models(
     for column in ("spec", "task", "role", "available", "description"):
         table.add_column(column, overflow="fold")
     for row in known_models():
-        available = "[green]yes[/]" if row.available else "[red]no[/]"
-        table.add_row(row.spec, row.task, row.role, available, row.description)
+        available = Text("yes", style="green") if row.available else Text("no", style="red")
+        table.add_row(Text(row.spec), Text(row.task), Text(row.role), available, Text(row.description))
     console = Console(soft_wrap=False, width=max(Console().width, 140))
     console.print(table)
     console.print("Fetch a missing one on a connected machine with: clis models fetch SPEC", highlight=False)

@@ -10,6 +10,11 @@ Scores are read straight from the model's logits rather than from the processors
 ``post_process_*`` helpers: Grounding DINO's helper returns text spans that must be matched
 back to queries by string, which breaks when two queries share words; here each query's score
 is the maximum over its own tokens, located by the ``.`` separators of the prompt.
+
+Each text encoder reads a fixed number of tokens: 16 for OWLv2 and OWL-ViT (start and end
+tokens included), 256 for the released Grounding DINO models (for the whole prompt). A query
+longer than that is cut to fit, keeping its first tokens, and remembered in
+:attr:`Detector.truncated`, so a run reports it instead of failing every candidate.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from clis.image_score.config import DetectionConfig
 # Grounding DINO's text encoder takes at most ``config.max_text_len`` tokens (256 for the
 # released models); queries beyond that go to another pass.
 GDINO_MAX_TOKENS = 256
+# OWLv2 and OWL-ViT read 16 text tokens per query (``text_config.max_position_embeddings``).
+OWL_MAX_TOKENS = 16
 
 
 @dataclass
@@ -57,6 +64,9 @@ class Detector:
         self.kind = getattr(self.model.config, "model_type", "")
         if self.kind not in ("grounding-dino", "owlv2", "owlvit"):
             raise ValueError(f"unsupported detector type {self.kind!r} (expected grounding-dino, owlv2 or owlvit)")
+        # Query as given -> cut to the text limit? Cleaned query -> what the model is given.
+        self._cut: dict[str, bool] = {}
+        self._fitted: dict[str, str] = {}
 
     @property
     def device(self) -> torch.device:
@@ -72,12 +82,85 @@ class Detector:
             raise ValueError("detect: one list of queries per image is needed")
         if not images:
             return []
+        for image_queries in queries:
+            self.check_queries(image_queries)
         with torch.inference_mode():
             if self.kind == "grounding-dino":
                 scores, boxes = self._grounding_dino(images, queries)
             else:
                 scores, boxes = self._owl(images, queries)
         return [self._select(s, b, q) for s, b, q in zip(scores, boxes, queries)]
+
+    # -- queries longer than the text encoder reads -------------------------------------------
+
+    @property
+    def text_tokens(self) -> int:
+        """Tokens the text encoder reads: per query for OWL, per prompt for Grounding DINO."""
+        if self.kind == "grounding-dino":
+            return int(getattr(self.model.config, "max_text_len", GDINO_MAX_TOKENS))
+        text_config = getattr(self.model.config, "text_config", None)
+        return int(getattr(text_config, "max_position_embeddings", OWL_MAX_TOKENS))
+
+    def _fit(self, query: str) -> str:
+        """A cleaned ``query`` cut to the tokens one query may use, as text the tokenizer reads back."""
+        if query in self._fitted:
+            return self._fitted[query]
+        tokenizer = self.processor.tokenizer
+        # OWL: start and end tokens; Grounding DINO: [CLS], [SEP] and the "." after the query.
+        budget = self.text_tokens - (3 if self.kind == "grounding-dino" else 2)
+
+        def length(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+        ids = tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"]
+        fitted = query
+        if len(ids) > budget:
+            fitted = ""
+            # Decoded word pieces can tokenize differently; drop tokens until the text fits.
+            for keep in range(min(budget, len(ids)), 0, -1):
+                text = _clean_query(tokenizer.decode(ids[:keep], skip_special_tokens=True))
+                if length(text) <= budget:
+                    fitted = text
+                    break
+            if not fitted:
+                limit = self.text_tokens
+                raise ValueError(f"detector query {query!r} cannot be cut to the detector's {limit} text tokens")
+        self._fitted[query] = fitted
+        return fitted
+
+    def check_queries(self, queries: Sequence[str]) -> list[bool]:
+        """Whether each query is longer than the detector reads (it is cut when detecting)."""
+        flags = []
+        for query in queries:
+            if query not in self._cut:
+                cleaned = _clean_query(query)
+                try:
+                    self._cut[query] = self._fit(cleaned) != cleaned
+                except ValueError:  # detect() gives each of its candidates this error
+                    self._cut[query] = True
+            flags.append(self._cut[query])
+        return flags
+
+    @property
+    def truncated(self) -> list[str]:
+        """Queries seen so far that were cut to the text limit, sorted."""
+        return sorted(query for query, cut in self._cut.items() if cut)
+
+    def truncation(self) -> dict:
+        """The manifest entry: the text limit and the queries cut to it."""
+        return {"text_tokens": self.text_tokens, "queries": self.truncated}
+
+    def truncation_warning(self) -> str | None:
+        """One warning line when queries were cut, else None."""
+        cut = self.truncated
+        if not cut:
+            return None
+        noun, verb = ("detector query is", "was") if len(cut) == 1 else ("detector queries are", "were")
+        limit = f"{self.text_tokens} tokens{' per prompt' if self.kind == 'grounding-dino' else ''}"
+        return (
+            f"{len(cut)} {noun} longer than the detector's text limit ({limit}) and {verb} cut to it, keeping "
+            "the first tokens; the manifest lists them under \"truncation\""
+        )
 
     # -- per-architecture forward passes: each returns, per image, scores [P, Q] and xyxy boxes [P, 4]
 
@@ -131,7 +214,7 @@ class Detector:
     def _grounding_dino(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
         jobs = []  # (image index, chunk of queries); long query lists need several prompts
         for i, image_queries in enumerate(queries):
-            for chunk in self._gdino_chunks([_clean_query(q) for q in image_queries]):
+            for chunk in self._gdino_chunks([self._fit(_clean_query(q)) for q in image_queries]):
                 jobs.append((i, chunk))
         prompts = [". ".join(chunk) + "." for _, chunk in jobs]
         inputs = self.processor(images=[images[i] for i, _ in jobs], text=prompts, return_tensors="pt", padding=True)
@@ -159,7 +242,7 @@ class Detector:
         return scores_out, boxes_out
 
     def _owl(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
-        text = [[_clean_query(q) for q in image_queries] for image_queries in queries]
+        text = [[self._fit(_clean_query(q)) for q in image_queries] for image_queries in queries]
         inputs = self.processor(text=text, images=list(images), return_tensors="pt")
         outputs = self.model(**self._to_device(inputs))
         probs = outputs.logits.float().sigmoid().cpu()  # [B, P, Qmax]

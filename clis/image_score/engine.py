@@ -138,6 +138,10 @@ class ImageScorer:
         self.text_cache = text_cache or TextEmbeddingCache(
             encoder.encode_texts, model_key(getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec})
         )
+        if self.text_cache.dim is None:
+            # So that a stored vector of another width is recomputed, not stacked into the scores.
+            width = getattr(encoder, "embed_dim", None)
+            self.text_cache.dim = width if isinstance(width, int) else None
         self.logit_scale = self.config.grounding_logit_scale or encoder.logit_scale
 
     # -- stage 1: load (runs in background threads) -------------------------------------------
@@ -193,6 +197,11 @@ class ImageScorer:
 
     def _query(self, obj: Any) -> str:
         return obj.label if self.config.detection.query == "label" else obj.phrase
+
+    def check_detector_queries(self, layouts: Iterable[Layout]) -> None:
+        """Note which detector queries of ``layouts`` the detector will cut (see ``Detector.truncation``)."""
+        if self.detector is not None:
+            self.detector.check_queries(list(dict.fromkeys(self._query(o) for lay in layouts for o in lay.objects)))
 
     def _detection_terms(self, layout: Layout, detections: dict) -> list[dict]:
         """Per object: found / iou / score / count / expected_count / count_match."""

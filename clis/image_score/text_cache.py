@@ -43,19 +43,27 @@ class TextEmbeddingCache:
 
     ``encode`` maps a list of texts to ``(features [N, D], truncated [N])``. Texts the
     tokenizer had to cut are remembered in ``truncated`` so a run can report them instead of
-    scoring against a silently shortened caption.
+    scoring against a silently shortened caption. A stored row that is not a unit vector of the
+    model's width (``dim``: a blob cut short, a width another model wrote, NaN or inf) is
+    damaged: its text is encoded again and the row overwritten, and ``damaged`` counts them.
     """
 
-    def __init__(self, encode: EncodeFn, model_key: str, path: Optional[str | Path] = None, batch_size: int = 256):
+    def __init__(self, encode: EncodeFn, model_key: str, path: Optional[str | Path] = None, batch_size: int = 256,
+                 dim: Optional[int] = None):
         self._encode = encode
         self.model_key = model_key
         self.batch_size = batch_size
+        # Width of the model's embeddings; a stored row of another width is damage, not a vector.
+        # Learnt from the first texts encoded when not given.
+        self.dim = dim
         self._memory: dict[str, Tensor] = {}
         self.truncated: set[str] = set()
         self.encoded = 0  # texts run through the model (cache misses), for manifests and tests
+        self.damaged = 0  # stored rows that were unusable, recomputed and overwritten
         self._db: Optional[sqlite3.Connection] = None
+        self.path: Optional[Path] = None
         if path is not None:
-            path = Path(path).expanduser()
+            path = self.path = Path(path).expanduser()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(str(path))
@@ -64,30 +72,55 @@ class TextEmbeddingCache:
                     "key TEXT PRIMARY KEY, dim INTEGER NOT NULL, truncated INTEGER NOT NULL, vector BLOB NOT NULL)"
                 )
                 self._db.commit()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 raise InputError(f"{path}: cannot use as an embedding cache: {exc}") from exc
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self.model_key}\0{text}".encode()).hexdigest()
 
+    def _vector(self, dim: object, blob: object) -> Optional[Tensor]:
+        """The stored unit vector, or None when the row is damaged (wrong size, NaN, not unit length)."""
+        if not isinstance(blob, bytes) or not isinstance(dim, int) or len(blob) != 4 * dim or dim <= 0:
+            return None
+        if self.dim is not None and dim != self.dim:
+            return None
+        vector = np.frombuffer(blob, dtype=np.float32)
+        # Rows are stored normalised, so any other length (NaN and inf included) is damage.
+        norm = float(np.linalg.norm(vector.astype(np.float64)))
+        if not np.isfinite(vector).all() or abs(norm - 1.0) > 1e-3:
+            return None
+        return torch.from_numpy(vector.copy())
+
     def _load_from_disk(self, texts: list[str]) -> None:
         if self._db is None or not texts:
             return
         keys = {self._key(t): t for t in texts}
+        found: dict[str, tuple[Tensor, bool]] = {}
         for start in range(0, len(texts), 500):
             chunk = list(keys)[start : start + 500]
-            rows = self._db.execute(
-                f"SELECT key, dim, truncated, vector FROM text_embeddings WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
+            try:
+                rows = self._db.execute(
+                    f"SELECT key, dim, truncated, vector FROM text_embeddings WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise InputError(f"{self.path}: cannot use as an embedding cache: {exc}") from None
             for key, dim, truncated, blob in rows:
-                vector = np.frombuffer(blob, dtype=np.float32)
-                if vector.shape[0] != dim:
-                    continue  # a damaged row is simply recomputed
-                text = keys[key]
-                self._memory[text] = torch.from_numpy(vector.copy())
-                if truncated:
-                    self.truncated.add(text)
+                vector = self._vector(dim, blob) if isinstance(truncated, int) else None
+                if vector is None:
+                    self.damaged += 1
+                    continue  # a damaged row is recomputed, and overwritten when stored
+                found[keys[key]] = (vector, bool(truncated))
+        if self.dim is None and found:
+            # Without the model's width, trust only the width most stored rows share.
+            widths = [vector.shape[0] for vector, _ in found.values()]
+            common = max(set(widths), key=widths.count)
+            self.damaged += sum(width != common for width in widths)
+            found = {text: row for text, row in found.items() if row[0].shape[0] == common}
+        for text, (vector, truncated) in found.items():
+            self._memory[text] = vector
+            if truncated:
+                self.truncated.add(text)
 
     def _store(self, texts: list[str], features: Tensor, truncated: list[bool]) -> None:
         if self._db is None:
@@ -96,8 +129,11 @@ class TextEmbeddingCache:
             (self._key(t), int(f.shape[0]), int(tr), f.numpy().astype(np.float32).tobytes())
             for t, f, tr in zip(texts, features, truncated)
         ]
-        self._db.executemany("INSERT OR REPLACE INTO text_embeddings VALUES (?, ?, ?, ?)", rows)
-        self._db.commit()
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO text_embeddings VALUES (?, ?, ?, ?)", rows)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            raise InputError(f"{self.path}: cannot write to the embedding cache: {exc}") from None
 
     def get(self, texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
         """``[len(texts), D]`` unit-norm embeddings, encoding only texts never seen before."""
@@ -111,6 +147,8 @@ class TextEmbeddingCache:
             features = features.float()
             features = (features / features.norm(dim=-1, keepdim=True)).cpu()
             self.encoded += len(chunk)
+            if self.dim is None:
+                self.dim = int(features.shape[1])
             for text, vector, cut in zip(chunk, features, truncated):
                 self._memory[text] = vector
                 if cut:

@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
 from pathlib import Path
+
+from clis.errors import InputError
+from clis.jsonio import dumps, read_json
 
 _HASHES_FILE = "hashes.json"
 _lock = threading.Lock()
@@ -58,11 +60,16 @@ def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _read_hashes(store: Path) -> dict:
-    try:
-        return json.loads(store.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        # A missing or corrupt hash cache only costs a re-hash.
+    if not store.exists():
         return {}
+    try:
+        data = read_json(store, "hash cache")
+    except InputError:
+        # A corrupt hash cache (binary, nested too deeply, not JSON) only costs a re-hash.
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: entry for key, entry in data.items() if isinstance(entry, dict)}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -88,14 +95,15 @@ def file_sha256(path: str | Path) -> str:
     store = cache_dir() / _HASHES_FILE
     with _lock:
         known = _read_hashes(store).get(key)
-        if known and known.get("size") == stamp["size"] and known.get("mtime_ns") == stamp["mtime_ns"]:
+        if (known and known.get("size") == stamp["size"] and known.get("mtime_ns") == stamp["mtime_ns"]
+                and isinstance(known.get("sha256"), str)):
             return known["sha256"]
     digest = _sha256_of(path)
     with _lock:
         hashes = _read_hashes(store)
         hashes[key] = {**stamp, "sha256": digest}
         try:
-            _write_atomic(store, json.dumps(hashes, indent=0, sort_keys=True))
+            _write_atomic(store, dumps(hashes, indent=0, sort_keys=True))
         except OSError:
             pass  # a read-only cache must not stop scoring; we just hash again next time
     return digest

@@ -67,12 +67,39 @@ def smollm2_cache_folder(gguf: Path) -> Path:
     return cache_dir() / "embedded" / f"smollm2-{file_sha256(gguf)[:16]}"
 
 
+def _converted(folder: Path) -> bool:
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
+def _can_convert() -> bool:
+    # transformers reads GGUF files with the `gguf` package; it is needed for the first load only.
+    return importlib.util.find_spec("gguf") is not None
+
+
+def embedded_location(name: str) -> Path | None:
+    """Where a load of ``embedded:NAME`` reads from, or None when it cannot load; loads nothing.
+
+    SmolLM2 is there before its first load as long as its package is: the first load converts
+    the GGUF (which needs the ``gguf`` package); after that the converted folder is enough.
+    """
+    source = embedded_source(name)
+    if name != "smollm2" or source is None or _can_convert():
+        return source
+    target = smollm2_cache_folder(source)
+    return target if _converted(target) else None
+
+
 def ensure_smollm2_converted(progress: bool = True) -> Path:
     """Convert the packaged GGUF to a safetensors folder once; return that folder."""
     gguf = require_source("smollm2")
     target = smollm2_cache_folder(gguf)
-    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+    if _converted(target):
         return target
+    if not _can_convert():
+        raise ModelUnavailableError(
+            "model embedded:smollm2 is unavailable: its first load converts the packaged GGUF file, which needs "
+            f"the gguf package; run `{_INSTALL_HINT['smollm2']}`"
+        )
     import torch
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer

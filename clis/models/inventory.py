@@ -37,7 +37,7 @@ def locate_model(spec: str) -> Optional[Path]:
             return hub.cached_open_clip_tag(parsed)
         except ModelSpecError:
             return None
-    return embedded.embedded_source(parsed.repo)
+    return embedded.embedded_location(parsed.repo)
 
 
 @dataclass(frozen=True)

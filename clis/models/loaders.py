@@ -7,13 +7,14 @@ internally), and ``trust_remote_code`` stays False unless the caller sets it.
 
 from __future__ import annotations
 
-import json
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from clis.errors import ModelSpecError
+from clis.errors import InputError, ModelSpecError
+from clis.jsonio import read_json
 
 TASKS = ("clip", "detector", "causal-lm", "text-embedding", "sam")
 
@@ -54,9 +55,39 @@ def torch_dtype(dtype: Any) -> Optional[torch.dtype]:
 
 def _read_json(path: Path, spec: str) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelSpecError(f"model {spec}: cannot read {path}: {exc}") from exc
+        # transformers writes NaN and Infinity into configs with Python's json; no score is read here
+        data = read_json(path, "model config", finite=False)
+    except InputError as exc:
+        raise ModelSpecError(f"model {spec}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"model {spec}: {path}: not a JSON object of model settings")
+    return data
+
+
+def _broken_json(folder: Path) -> Optional[str]:
+    """The first JSON file of ``folder`` that strict JSON refuses, as "path: reason", else None."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            read_json(path, "model file", finite=False)
+        except InputError as exc:
+            return str(exc)
+    return None
+
+
+def _refusal(exc: BaseException) -> str:
+    """The line of torch's weights_only refusal that says what it refused (a global, an opcode)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith("Unsupported"):
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+def _pickled_checkpoint(folder: Path) -> Path:
+    """The pickled weights file transformers reads from ``folder`` (the folder when unclear)."""
+    found = sorted(p for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
+    preferred = [p for p in found if p.name.startswith("pytorch_model")]
+    return (preferred or found or [folder])[0]
 
 
 def hf_classes_for(folder: Path, task: str, spec: str) -> tuple[Any, Any, str]:
@@ -66,7 +97,7 @@ def hf_classes_for(folder: Path, task: str, spec: str) -> tuple[Any, Any, str]:
 
     config = _read_json(folder / "config.json", spec)
     model_type = config.get("model_type")
-    if not model_type:
+    if not model_type or not isinstance(model_type, str):
         raise ModelSpecError(f"model {spec}: {folder / 'config.json'} has no model_type")
     if task in HF_CLASSES:
         table = HF_CLASSES[task]
@@ -103,9 +134,14 @@ def load_hf_dir(folder: Path, task: str, spec: str, dtype: Optional[torch.dtype]
         processor = processor_cls.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ModelSpecError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a pickle
+        checkpoint = weights_file or _pickled_checkpoint(folder)
+        raise ModelSpecError(f"model {spec}: cannot read checkpoint {checkpoint} safely: {_refusal(exc)}") from exc
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"model {spec}: cannot load from {folder}: {first}") from exc
+        # transformers' own message for a broken tokenizer or processor file names no file.
+        broken = _broken_json(folder) if isinstance(exc, (ValueError, RecursionError)) else None
+        raise ModelSpecError(f"model {spec}: cannot load from {folder}: {broken or first}") from exc
     return model.eval(), processor
 
 
@@ -134,8 +170,7 @@ def _from_config_and_file(model_cls, folder: Path, weights_file: Path, spec: str
     try:
         state = read_state_dict(weights_file)
     except Exception as exc:  # noqa: BLE001 - e.g. a pickle that weights_only refuses
-        first = str(exc).strip().splitlines()[0]
-        raise ModelSpecError(f"model {spec}: cannot read checkpoint {weights_file} safely: {first}") from exc
+        raise ModelSpecError(f"model {spec}: cannot read checkpoint {weights_file} safely: {_refusal(exc)}") from exc
     missing, unexpected = model.load_state_dict(state, strict=False)
     model.tie_weights()
     tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])

@@ -9,20 +9,27 @@ the usual recipe for sentence similarity.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from clis.errors import ModelSpecError
+from clis.errors import InputError, ModelSpecError
+from clis.jsonio import read_json
 
 
 def _read_json(path: Path) -> dict | list | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """An optional sentence-transformers file: None when the model folder has none.
+
+    One that is there but broken is an error naming it: falling back to the defaults would
+    pool or truncate differently from what the folder says, and silently change every vector.
+    """
+    if not path.is_file():
         return None
+    try:
+        return read_json(path, "sentence-transformers settings file")
+    except InputError as exc:
+        raise ModelSpecError(str(exc)) from None
 
 
 class TextEmbedder:
@@ -47,10 +54,12 @@ class TextEmbedder:
         st_config = _read_json(folder / "sentence_bert_config.json") if folder else None
         self.pooling = "cls" if isinstance(pooling, dict) and pooling.get("pooling_mode_cls_token") else "mean"
         if isinstance(modules, list):
-            self.normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
+            self.normalize = any(isinstance(m, dict) and str(m.get("type", "")).endswith("Normalize") for m in modules)
         else:
             self.normalize = True
         configured = st_config.get("max_seq_length") if isinstance(st_config, dict) else None
+        if isinstance(configured, bool) or not isinstance(configured, int) or configured <= 0:
+            configured = None
         self.max_length = int(max_length or configured or min(self.tokenizer.model_max_length, 512))
 
     @torch.no_grad()
