@@ -54,7 +54,23 @@ def natural_key(path: Path) -> list[object]:
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    return _is_file(path) and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+# pathlib's is_file/is_dir raise on a name too long for the file system (a 300-character
+# layout id as images/<id>/): no such file can exist, so it is simply not there.
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 @dataclass
@@ -95,7 +111,7 @@ def _img_dir(root: Path, layout: Layout) -> tuple[Path | None, str | None]:
     folder = Path(value) if Path(value).is_absolute() else root / value
     if not _inside(folder, root.resolve()):
         return None, f"img_dir {value!r} is outside the images folder {str(root)!r}; only files under it are read"
-    if not folder.is_dir():
+    if not _is_dir(folder):
         return None, f"img_dir {value!r} is not a folder under {str(root)!r}"
     return folder, None
 
@@ -151,7 +167,7 @@ def discover_candidates(
             listed = Path(name)
             path = listed if listed.is_absolute() else root / listed
             found.append(path)
-            if not path.is_file():
+            if not _is_file(path):
                 discovery.not_found.append((layout.id, path))
         if layout.id in img_dirs:
             under = [p for p in img_dirs[layout.id].rglob("*") if is_image_file(p) and _inside(p, real_root)]
@@ -159,7 +175,7 @@ def discover_candidates(
             found += sorted((p for p in under if not _skipped(p, skip)), key=natural_key)
         found += top_level.get(layout.id, [])
         folder = root / layout.id
-        if folder.is_dir():
+        if _is_dir(folder):
             found += sorted((p for p in folder.iterdir() if is_image_file(p)), key=natural_key)
         found += numbered.get(layout.id, [])
         ordered: list[Path] = []

@@ -28,7 +28,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:  # the text's own line ends
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -238,10 +238,17 @@ def _listed_images(record: dict[str, Any]) -> list[str] | None:
 
 
 def _read_json(path: Path) -> Any:
+    from clis import jsonio
+    from clis.errors import InputError
+
     try:
+        # A device (/dev/zero) or FIFO would be read forever, a 40 GB file into memory.
+        jsonio.check_input_file(path, "layouts file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise LayoutFileError(str(path), [f"{path}: file not found"]) from None
+    except InputError as exc:
+        raise LayoutFileError(str(path), [str(exc)]) from None
     except OSError as exc:
         raise LayoutFileError(str(path), [f"{path}: cannot read file: {exc.strerror}"]) from None
     try:
@@ -251,9 +258,11 @@ def _read_json(path: Path) -> Any:
             str(path), [f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"]
         ) from None
     try:
-        return json.loads(text)
+        return jsonio.loads(text)
     except json.JSONDecodeError as exc:
         raise LayoutFileError(str(path), [f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]) from None
+    except jsonio.JSONError as exc:
+        raise LayoutFileError(str(path), [f"{path}: invalid JSON: {exc}"]) from None
 
 
 def detect_format(data: Any) -> str | None:

@@ -51,12 +51,16 @@ def _no_constant(name: str) -> Any:
     raise JSONError(f"non-finite number {name} (JSON has no NaN or Infinity)")
 
 
-def loads(text: str | bytes) -> Any:
+def loads(text: str | bytes, finite: bool = True) -> Any:
     """``json.loads`` that refuses NaN, Infinity, numbers beyond a float, integers of more
     than ``sys.get_int_max_str_digits()`` digits and nesting deeper than ``MAX_DEPTH``, each
-    as one-line ``JSONError``. Syntax errors stay ``json.JSONDecodeError`` (with line and column)."""
+    as one-line ``JSONError``. Syntax errors stay ``json.JSONDecodeError`` (with line and column).
+
+    ``finite=False`` lets NaN and Infinity through, for files that other tools write with them
+    (transformers' ``config.json``), where clis reads no score."""
+    hooks = {"parse_constant": _no_constant, "parse_float": _finite_float} if finite else {}
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(text, **hooks)
     except RecursionError:
         pass
     except JSONError:
@@ -131,11 +135,11 @@ def read_text(path: str | Path, what: str = "file") -> str:
         ) from None
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """``loads(read_text(path))`` with every failure one InputError naming ``path``."""
+def read_json(path: str | Path, what: str = "JSON file", finite: bool = True) -> Any:
+    """``loads(read_text(path), finite)`` with every failure one InputError naming ``path``."""
     text = read_text(path, what)
     try:
-        return loads(text)
+        return loads(text, finite)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
     except JSONError as exc:

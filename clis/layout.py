@@ -32,6 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Boxes that overshoot the canvas by a rounding error are accepted; anything more is an error.
 BOX_TOLERANCE = 1e-4
+# A millionth of the image side: a thinner box has no pixel even at 100 megapixels, and
+# x + w must stay greater than x in floating point (a 5e-324 box passed validation, but
+# scoring then found it outside the image).
+MIN_BOX_SIZE = 1e-6
+# Layout ids name files (images/<id>.png, <id>-<n>.png, <id>/): 255 bytes per name on ext4,
+# XFS and APFS, less room for "-<n>" and the longest image extension.
+MAX_ID_BYTES = 200
 
 BoxList = Annotated[list[float], Len(min_length=4, max_length=4)]
 
@@ -51,6 +58,10 @@ def check_box(box: list[float]) -> list[float]:
         raise ValueError(f"box {box} has a non-finite value")
     if w <= 0 or h <= 0:
         raise ValueError(f"box {box} is degenerate: width and height must be > 0")
+    if w < MIN_BOX_SIZE or h < MIN_BOX_SIZE:
+        raise ValueError(
+            f"box {box} is degenerate: width and height must be at least {MIN_BOX_SIZE:g} of the image"
+        )
     if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE:
         raise ValueError(f"box {box} starts outside the canvas: x and y must be >= 0")
     if x + w > 1 + BOX_TOLERANCE or y + h > 1 + BOX_TOLERANCE:
@@ -148,6 +159,12 @@ class Layout(BaseModel):
             raise ValueError(
                 f"layout id {layout_id!r} cannot name image files: "
                 "'.', '..' and ids containing '/' or '\\' would point outside the images folder"
+            )
+        size = len(layout_id.encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            raise ValueError(
+                f"layout id {layout_id[:40]!r}... is {size} bytes long: ids name image files "
+                f"(images/<id>-<n>.png), and file systems allow 255 bytes per name, so at most {MAX_ID_BYTES}"
             )
         return layout_id
 

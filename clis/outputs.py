@@ -201,3 +201,13 @@ def csv_safe_frame(frame):
             out[column] = out[column].map(csv_safe).astype(object)
     out.columns = [csv_safe(c) if isinstance(c, str) else c for c in out.columns]
     return out
+
+
+def write_csv_frame(frame, path) -> None:
+    """Write a pandas DataFrame as a CSV that a spreadsheet opens as data, atomically: text
+    cells through ``csv_safe_frame``, and lines ending in CRLF (RFC 4180), because only then
+    does the csv module quote a CR inside a cell, which a reader would otherwise take for the
+    start of a new row (one that could begin with a formula)."""
+    from clis.files import write_text_atomic
+
+    write_text_atomic(path, csv_safe_frame(frame).to_csv(index=False, lineterminator="\r\n"))

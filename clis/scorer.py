@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import clis
+from clis import jsonio
 from clis.errors import InputError, ModelUnavailableError
 from clis.files import write_text_atomic
 from clis.image_score.config import ImageScoreConfig
@@ -42,8 +44,14 @@ from clis.image_score.functional import weighted_mean
 from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, one_line
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout, layout_sha256
+from clis.outputs import OutputLock
 
 RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error")
+# Written after RECORD_KEYS, but not required of a record: files of clis 0.x before it was
+# added are still read (their records are rescored on --resume, as they cannot be checked).
+# It is the layout's ``clis.layout.layout_sha256``, so a resumed run can tell a layout that
+# changed under the same id (null for a layout that failed validation).
+LAYOUT_HASH_KEY = "layout_sha256"
 
 # Settings that decide how a run goes, not what it computes, so a resumed run may change them:
 # max_pixels only decides which images become error records, and those are retried anyway.
@@ -117,10 +125,7 @@ class ScoreConfig(ImageScoreConfig):
     def from_file(cls, path: str | Path, **overrides: Any) -> "ScoreConfig":
         """Read a ``.json``, ``.toml`` or ``.yaml`` config; keyword overrides win over the file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+        text = jsonio.read_text(path, "config file")
         try:
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)
@@ -129,7 +134,7 @@ class ScoreConfig(ImageScoreConfig):
 
                 data = yaml.safe_load(text) or {}
             else:
-                data = json.loads(text)
+                data = jsonio.loads(text)
         except Exception as exc:  # each parser has its own error type; all mean "bad syntax"
             raise InputError(f"{path}: cannot parse config file: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
@@ -138,7 +143,13 @@ class ScoreConfig(ImageScoreConfig):
 
     @classmethod
     def checked(cls, data: dict[str, Any], source: str = "config") -> "ScoreConfig":
-        """Validate ``data``; errors become one InputError line naming the field."""
+        """Validate ``data``; errors become one InputError line naming the field.
+
+        Every number must be finite: a weight of ``inf`` made every score NaN, and TOML and
+        YAML both spell ``nan`` and ``inf``."""
+        bad = _non_finite(data)
+        if bad is not None:
+            raise InputError(f"{source}: {bad[0]}: {bad[1]!r} is not a finite number")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -146,6 +157,23 @@ class ScoreConfig(ImageScoreConfig):
             where = ".".join(str(p) for p in first["loc"]) or "(top level)"
             more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
             raise InputError(f"{source}: {where}: {first['msg']}{more}") from None
+
+
+def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, Any]]:
+    """``(dotted field, value)`` of the first NaN or infinite number in nested settings, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(top level)", value
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _default(name: str) -> str:
@@ -188,7 +216,9 @@ def check_layouts_in_canvas(layouts: Sequence[Layout], source: str = "layouts") 
 def _as_record(raw: bytes) -> dict:
     """One line of a scores file as a score record, or ValueError saying why it is not one."""
     try:
-        record = json.loads(raw)
+        record = jsonio.loads(raw)
+    except jsonio.JSONError as exc:
+        raise ValueError(str(exc)) from None
     except ValueError:
         raise ValueError("not valid JSON") from None
     if not isinstance(record, dict):
@@ -208,11 +238,15 @@ def read_scores(path: str | Path) -> list[dict]:
     """The records of an existing scores.jsonl, for ``--resume``.
 
     A last line without its newline is what an interruption leaves mid-write: it is not a
-    record, and its candidate is scored again. Any other line that is not a score record stops
-    with an InputError naming the line, because resuming rewrites the file and would destroy
-    whatever that line holds.
+    record, and its candidate is scored again (the caller has checked the run's manifest
+    first, so a file that clis never wrote is not taken for a cut-off one). Any other line
+    that is not a score record, and a candidate listed twice (two runs that wrote into one
+    file), stop with an InputError naming the line, because resuming rewrites the file and
+    would destroy whatever that line holds.
     """
     records: list[dict] = []
+    seen: dict[tuple[str, str], int] = {}
+    hint = "--resume will not rewrite the file (pass --overwrite to replace it, or use another --out)"
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
@@ -220,12 +254,18 @@ def read_scores(path: str | Path) -> list[dict]:
             if not raw.strip():
                 continue
             try:
-                records.append(_as_record(raw))
+                record = _as_record(raw)
             except ValueError as exc:
-                raise InputError(
-                    f"{path}: line {number}: {exc}, so this is not a clis score record; --resume will not "
-                    "rewrite the file (pass --overwrite to replace it, or use another --out)"
-                ) from None
+                raise InputError(f"{path}: line {number}: {exc}, so this is not a clis score record; {hint}") from None
+            if record["image"] is not None:
+                key = (record["layout_id"], record["image"])
+                if key in seen:
+                    raise InputError(
+                        f"{path}: line {number}: image {record['image']!r} of layout {record['layout_id']!r} is "
+                        f"listed twice (first on line {seen[key]}), as when two runs write one file; {hint}"
+                    )
+                seen[key] = number
+            records.append(record)
     return records
 
 
@@ -267,7 +307,7 @@ def _differences(then: Any, now: Any, where: str = "") -> Iterator[tuple[str, An
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, default=str)
+    text = json.dumps(value, default=str)  # a manifest's values, which may hold NaN from before
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -275,12 +315,12 @@ def check_resumable(previous_manifest: Path, current: dict) -> dict:
     """The earlier run's manifest; InputError (one line) when it used other models, weights or settings."""
     hint = "drop --resume (or pass --overwrite) or use another --out"
     try:
-        earlier = json.loads(previous_manifest.read_text(encoding="utf-8"))
+        earlier = jsonio.loads(previous_manifest.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(
             f"{previous_manifest}: missing, so the models and settings of the earlier run cannot be checked; {hint}"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONError are ValueErrors
         raise InputError(f"{previous_manifest}: unreadable ({one_line(exc)}); {hint}") from None
     if not isinstance(earlier, dict):
         raise InputError(f"{previous_manifest}: not a clis score manifest (not a JSON object); {hint}")
@@ -328,7 +368,7 @@ def read_generation(images_dir: str | Path, layouts: Sequence[Layout] = ()) -> t
     skip = "generation info not recorded"
     try:
         raw = path.read_bytes()
-        data = json.loads(raw)
+        data = jsonio.loads(raw)
     except (OSError, ValueError) as exc:
         return None, [f"{path}: unreadable generation manifest ({one_line(exc)}); {skip}"]
     if not isinstance(data, dict) or data.get("format") != GENERATION_FORMAT:
@@ -407,7 +447,7 @@ def _with_invalid(
 
 
 def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
+    write_text_atomic(path, "".join(jsonio.dumps(record) + "\n" for record in records))
 
 
 def _count(n: int, noun: str) -> str:
@@ -463,6 +503,8 @@ class Scorer:
         self._phrases_cut: dict[str, bool] = {}
         self.generation: Optional[dict] = None
         self._generation_warnings: list[str] = []
+        self._resume_warnings: list[str] = []
+        self._layout_hashes: dict[str, str] = {}
         self.started = _now()
 
     # -- CLIS-L ---------------------------------------------------------------------------------
@@ -520,12 +562,15 @@ class Scorer:
         else:
             weights = self.config.combine
             record["clis"] = round(weighted_mean([record["clis_i"], record["clis_l"]], [weights.image, weights.layout]), 4)
-        return {key: record[key] for key in RECORD_KEYS}
+        return {**{key: record[key] for key in RECORD_KEYS},
+                LAYOUT_HASH_KEY: self._layout_hashes.get(record["layout_id"])}
 
     # -- texts longer than the CLIP context --------------------------------------------------------
 
     def _check_truncation(self, layouts: Sequence[Layout]) -> None:
-        """Note which captions and object phrases CLIP will cut (each distinct text tokenized once)."""
+        """Note which captions and object phrases CLIP will cut (each distinct text tokenized once),
+        and which queries the detector will."""
+        self.image_scorer.check_detector_queries(layouts)
         captions = list(dict.fromkeys(lay.caption for lay in layouts if lay.caption.strip()))
         captions = [text for text in captions if text not in self._captions_cut]
         phrases = list(dict.fromkeys(obj.phrase for lay in layouts for obj in lay.objects))
@@ -537,16 +582,20 @@ class Scorer:
         self._phrases_cut.update(zip(phrases, flags[len(captions) :]))
 
     def truncation(self) -> dict:
-        """Captions and object phrases of the scored layouts that were cut to the CLIP context."""
-        return {
+        """Captions and object phrases of the scored layouts that were cut to the CLIP context
+        (and, with a detector, the queries cut to its text limit)."""
+        found = {
             "context_length": self.encoder.context_length,
             "captions": sorted(text for text, cut in self._captions_cut.items() if cut),
             "phrases": sorted(text for text, cut in self._phrases_cut.items() if cut),
         }
+        if self.detector is not None:
+            found["detector"] = self.detector.truncation()
+        return found
 
     def warnings(self) -> list[str]:
         """One line per thing the user should know about the last run (no "warning:" prefix)."""
-        lines = list(self._generation_warnings)
+        lines = list(self._generation_warnings) + list(self._resume_warnings)
         cut = self.truncation()
         if cut["captions"] or cut["phrases"]:
             lines.append(
@@ -554,6 +603,9 @@ class Scorer:
                 f"longer than the CLIP text context ({cut['context_length']} tokens) and were cut to it, keeping the "
                 "end token; the manifest lists them under \"truncation\""
             )
+        detector_cut = self.detector.truncation_warning() if self.detector is not None else None
+        if detector_cut:
+            lines.append(detector_cut)
         return lines
 
     # -- scoring --------------------------------------------------------------------------------
@@ -569,6 +621,8 @@ class Scorer:
             for image, layout in pairs:
                 if layout.id not in self._clis_l:
                     self.layout_scores([layout])
+                if layout.id not in self._layout_hashes:
+                    self._layout_hashes[layout.id] = layout_sha256(layout)
                 self._check_truncation([layout])
                 yield Candidate(image, layout)
 
@@ -622,15 +676,31 @@ class Scorer:
         self.invalid_layouts = dict(rejected)
         self.discovery = discovery
         self.layouts_source = layouts_source
+        self.run_images = str(images_dir)
         self.generation, self._generation_warnings = read_generation(images_dir, layouts)
         self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order) if layout_id in by_id])
 
-        done: dict[tuple[str, str], dict] = {}
         out_path = Path(out) if out is not None else None
+        if out_path is None:
+            return self._score_into(None, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
+                                    on_start, on_layout_progress)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # Two runs appending to one file would each exit 0 with the other's lines mixed in.
+        with OutputLock(out_path):
+            return self._score_into(out_path, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
+                                    on_start, on_layout_progress)
+
+    def _score_into(self, out_path: Optional[Path], resume: bool, images_dir: str | Path, layouts_source: str,
+                    order: list[tuple[str, Optional[str]]], by_id: dict[str, Layout], rejected: dict[str, str],
+                    on_record: Optional[Callable[[dict], None]], on_start: Optional[Callable[[int, int], None]],
+                    on_layout_progress: Optional[Callable[[str, int, int], None]]) -> list[dict]:
+        """The scoring loop of ``score_folder``, run while ``out_path`` (when set) is locked."""
+        done: dict[tuple[str, str], dict] = {}
+        self._resume_warnings = []
+        self._layout_hashes.update({layout_id: layout_sha256(layout) for layout_id, layout in by_id.items()})
         if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
             if resume and out_path.exists():
-                done = self._resumable_records(out_path, [key for key in order if key[0] in by_id])
+                done = self._resumable_records(out_path, [key for key in order if key[0] in by_id], set(rejected))
                 # Drop failed records and a torn last line now; they are scored again below.
                 _write_lines_atomic(out_path, [done[key] for key in order if key in done])
             elif not resume:
@@ -642,7 +712,8 @@ class Scorer:
         if out_path is not None:
             self.write_manifest(out_path)
         invalid_records = {
-            (layout_id, path): error_record(layout_id, path, f"invalid layout: {rejected[layout_id]}")
+            (layout_id, path): {**error_record(layout_id, path, f"invalid layout: {rejected[layout_id]}"),
+                                LAYOUT_HASH_KEY: None}
             for layout_id, path in order if layout_id in rejected
         }
         todo = [(path, by_id[layout_id]) for layout_id, path in order
@@ -657,11 +728,11 @@ class Scorer:
             for record in invalid_records.values():
                 new[(record["layout_id"], record["image"])] = record
                 if handle is not None:
-                    handle.write(json.dumps(record) + "\n")
+                    handle.write(jsonio.dumps(record) + "\n")
             for record in self.score_pairs(todo):
                 new[(record["layout_id"], record["image"])] = record
                 if handle is not None:
-                    handle.write(json.dumps(record) + "\n")
+                    handle.write(jsonio.dumps(record) + "\n")
                     handle.flush()
                 if on_record is not None:
                     on_record(record)
@@ -685,17 +756,34 @@ class Scorer:
                 self.write_manifest(out_path)
         return records
 
-    def _resumable_records(self, out_path: Path, order: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    def _resumable_records(self, out_path: Path, order: list[tuple[str, str]],
+                           invalid: set[str]) -> dict[tuple[str, str], dict]:
         """Successful records of an earlier run in ``out_path`` that are still candidates, by candidate.
 
         Images are matched by their resolved path, so resuming with the folder spelled another
         way (absolute instead of relative) finds them; kept records take this run's spelling.
-        Raises InputError before anything is rewritten when the file or its run do not fit.
+        A record of a layout that changed since (its ``layout_sha256`` differs, or is not
+        recorded) is scored again. Raises InputError before anything is rewritten when the file
+        or its run do not fit: a non-empty file without its manifest (it may be anything, such
+        as the layouts file itself), other models or settings, and records of layouts that this
+        run's layouts file does not have, which rewriting the file would drop.
         """
+        if out_path.stat().st_size == 0:
+            return {}
+        # The manifest first: without it, a one-line file without a newline would be taken
+        # for a cut-off record and replaced.
+        earlier_run = check_resumable(manifest_path(out_path), self.manifest()).get("run")
         previous = read_scores(out_path)
         if not previous:
             return {}
-        earlier_run = check_resumable(manifest_path(out_path), self.manifest()).get("run")
+        known = {layout_id for layout_id, _ in order} | invalid | set(self._layout_hashes)
+        strangers = list(dict.fromkeys(r["layout_id"] for r in previous if r["layout_id"] not in known))
+        if strangers:
+            raise InputError(
+                f"{out_path}: holds records of {_count(len(strangers), 'layout')} that {self.layouts_source} does not "
+                f"have (first: {strangers[0]!r}), which --resume would drop; resume with the layouts file of the "
+                "earlier run, or pass --overwrite or another --out"
+            )
         here = os.getcwd()
         # Relative paths of the earlier run are relative to its working directory; manifests from
         # before "cwd" was recorded are taken to share this one.
@@ -703,12 +791,29 @@ class Scorer:
         earlier_cwd = earlier_cwd if isinstance(earlier_cwd, str) else here
         current = {(layout_id, _resolved(path, here)): (layout_id, path) for layout_id, path in order}
         done: dict[tuple[str, str], dict] = {}
+        changed: set[str] = set()
+        gone = 0
         for record in previous:
             if record["error"] is not None or record["image"] is None:
                 continue
             key = current.get((record["layout_id"], _resolved(record["image"], earlier_cwd)))
-            if key is not None:
+            if key is None:
+                gone += 1
+            elif record.get(LAYOUT_HASH_KEY) != self._layout_hashes.get(record["layout_id"]):
+                changed.add(record["layout_id"])
+            else:
                 done[key] = {**record, "image": key[1]}
+        if changed:
+            shown = ", ".join(repr(x) for x in sorted(changed)[:3]) + (", ..." if len(changed) > 3 else "")
+            self._resume_warnings.append(
+                f"{out_path}: {_count(len(changed), 'layout')} changed since the earlier run or cannot be checked "
+                f"(no layout_sha256 in its records): {shown}; their candidates were scored again"
+            )
+        if gone:
+            self._resume_warnings.append(
+                f"{out_path}: {_count(gone, 'record')} of images no longer among the candidates in {self.run_images} "
+                "were dropped"
+            )
         return done
 
     # -- provenance -----------------------------------------------------------------------------
@@ -752,7 +857,7 @@ class Scorer:
         return data
 
     def write_manifest(self, out: str | Path) -> Path:
-        return write_text_atomic(manifest_path(out), json.dumps(self.manifest(), indent=2))
+        return write_text_atomic(manifest_path(out), jsonio.dumps(self.manifest(), indent=2))
 
     def close(self) -> None:
         self.text_cache.close()

@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from clis.cli import app
 from clis.formats import load_layouts
+from clis.layout import layout_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-TOP_KEYS = ["layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error"]
+TOP_KEYS = ["layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error", "layout_sha256"]
 INSTANCE_KEYS = {"object_id", "label", "phrase", "bbox", "region", "grounding", "detection", "score"}
 DETECTION_KEYS = {"found", "iou", "score", "count", "expected_count", "count_match"}
 
@@ -64,6 +65,7 @@ def test_examples_end_to_end_output_format(example_run):
     assert [r["layout_id"] for r in records] == [lay.id for lay in layouts]
     for record, layout in zip(records, layouts):
         assert list(record) == TOP_KEYS
+        assert record["layout_sha256"] == layout_sha256(layout)  # what --resume compares
         assert record["error"] is None and Path(record["image"]).stem == layout.id
         assert record["clis_l"] is None and record["clis"] == record["clis_i"]
         assert [i["object_id"] for i in record["instances"]] == [o.id for o in layout.objects]

@@ -9,20 +9,26 @@ command group under the entry point's name) or a ``register(app)`` function.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import pkgutil
+import signal
 import sys
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from clis import __version__
 from clis.cli._help import TidyHelpGroup
 from clis.errors import ClisError
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -89,23 +95,93 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def warn(lines: Iterable[str]) -> None:
-    """Print each line as a one-line ``warning:`` on stderr; ``clis score`` and ``clis pick`` share
-    it so a run's warnings (truncated texts, demo-only or changed candidates) read the same."""
-    for line in lines:
+# A run over 380k layouts must not print 380k warnings: the first ones, then a count. The
+# full lists are in the run's manifest (layouts_without_images, truncation, ...).
+WARNING_LIMIT = 10
+
+
+def warn(lines: Iterable[str], limit: int = WARNING_LIMIT) -> None:
+    """Print each line as a one-line ``warning:`` on stderr, the first ``limit`` of them and then
+    one line counting the rest; ``clis score`` and ``clis pick`` share it so a run's warnings
+    (truncated texts, demo-only or changed candidates) read the same."""
+    lines = list(lines)
+    for line in lines[:limit]:
         err_console.print(f"warning: {line}", markup=False)
+    if len(lines) > limit:
+        err_console.print(f"warning: ... and {len(lines) - limit} more warnings like these", markup=False)
+
+
+def plain(value: object) -> "Text":
+    """``value`` as rich text that is never read as markup: for table cells and titles that
+    hold user strings (ids, labels, paths), where ``[red]`` must print as it is."""
+    from rich.text import Text
+
+    return Text(str(value))
+
+
+class _Interruption:
+    """Turns SIGINT and SIGTERM into KeyboardInterrupt while a command runs, and remembers
+    which one came, so that a run stopped either way marks its manifest ``interrupted`` and
+    the user is told that the output so far is kept. (typer turns KeyboardInterrupt into a
+    silent exit 130 before ``main`` could see it, hence the flag.)"""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.signal = signum
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_Interruption":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave Python's defaults
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(signum: int | None) -> NoReturn:
+    name = signal.Signals(signum).name if signum is not None else "SIGINT"
+    err_console.print(
+        f"interrupted ({name}): the output written so far is kept; a command that takes --resume continues from it",
+        markup=False,
+    )
+    sys.exit(128 + (signum or signal.SIGINT))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    interruption = _Interruption()
     try:
-        app(args=argv, prog_name="clis", standalone_mode=True)
+        with interruption:
+            # Not standalone: typer would print a usage error as a boxed panel of many lines,
+            # with the user's value read as markup.
+            code = app(args=argv, prog_name="clis", standalone_mode=False)
+        if interruption.signal is not None:
+            _interrupted(interruption.signal)
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:  # EOF on a prompt
+        _interrupted(interruption.signal)
+    except TyperException as exc:  # typer's (vendored click's) usage errors: a bad option, a missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `clis bench` alone: its help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
+        err_console.print(f"error: {' '.join(exc.format_message().split())}{where}", markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except ClisError as exc:
         err_console.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("interrupted: output written so far is kept", markup=False)
-        sys.exit(130)
+        _interrupted(interruption.signal)
+    except SystemExit as exc:
+        if interruption.signal is not None:
+            _interrupted(interruption.signal)
+        raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("CLIS_DEBUG"):
             raise

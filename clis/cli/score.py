@@ -8,6 +8,8 @@ failed (they are error records in the output), 2 bad input or missing model weig
 from __future__ import annotations
 
 import csv
+import io
+import math
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -50,6 +52,8 @@ def parse_weights(items: list[str]) -> dict[str, dict[str, float]]:
             number = float(value)
         except ValueError:
             raise InputError(f"--weight {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise InputError(f"--weight {item!r}: {value!r} is not a finite number")
         groups.setdefault(WEIGHT_NAMES[name], {})[name] = number
     return groups
 
@@ -68,18 +72,25 @@ def csv_row(record: dict) -> dict[str, Any]:
 
 
 def write_csv(records: list[dict], path: Path) -> None:
-    """One row per candidate; per-object detail stays in the JSONL."""
+    """One row per candidate, written atomically, with ids, paths and errors safe to open in a
+    spreadsheet (``clis.outputs.csv_safe``); per-object detail stays in the JSONL."""
+    from clis.files import write_text_atomic
+    from clis.outputs import csv_safe
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for record in records:
-            writer.writerow({k: ("" if v is None else v) for k, v in csv_row(record).items()})
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ("" if v is None else csv_safe(v)) for k, v in csv_row(record).items()})
+    write_text_atomic(path, buffer.getvalue())
 
 
 def summary_table(records: list[dict], resumed: int, missing: list[str], out: Path) -> Table:
+    from clis.cli import plain
+
     failed = sum(r["error"] is not None for r in records)
-    table = Table(title=f"clis score -> {out}")
+    table = Table(title=plain(f"clis score -> {out}"))
     table.add_column("", style="bold")
     for column in ("mean", "median", "min", "max", "n"):
         table.add_column(column, justify="right")
@@ -161,6 +172,14 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
     # in a path fails at once.
     if not images.is_dir():
         raise InputError(f"{images}: images folder not found (or not a directory)")
+    from clis.outputs import check_paths
+
+    check_paths(
+        inputs={"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
+        # the manifest's name is clis.scorer.manifest_path's, without importing torch for it
+        outputs={"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
+                 "--embedding-cache": embedding_cache},
+    )
     report = read_layouts(layouts, strict=strict)
     layout_list = report.layouts
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -13,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.markup import escape
 from rich.table import Table
 
+from clis import jsonio
 from clis.errors import ClisError, InputError
 from clis.files import read_manifest, write_text_atomic
 
@@ -86,10 +86,14 @@ def score_layouts(
 def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_threshold, percentile, batch_size,
          device, config, quiet, resume: bool = False, overwrite: bool = False,
          strict: bool = False) -> tuple[list[dict], list[str]]:
-    from clis.cli.score import invalid_layouts_warning
     from clis.formats import read_layouts
+    from clis.outputs import OutputLock, check_paths
 
     # The input and --out are checked before torch and the LLM are loaded.
+    manifest_file = out.with_name(out.name + ".manifest.json")
+    pool_file = Path(pool) if pool and not pool.startswith("embedded:") and pool.lower() != "none" else None
+    check_paths(inputs={"LAYOUTS": layouts, "--config": config, "--pool": pool_file},
+                outputs={"--out": out, "the manifest of --out": manifest_file})
     report = read_layouts(layouts, strict=strict)
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
         raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
@@ -103,16 +107,26 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
 
     scorer = LayoutScorer(cfg)
     manifest = {**scorer.manifest(), "layouts": str(layouts), "output": str(out)}
-    manifest_file = out.with_name(out.name + ".manifest.json")
-    done = _resumable(out, manifest_file, manifest["id"]) if resume and out.exists() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Two runs appending to one file would each exit 0 with the other's lines mixed in.
+    with OutputLock(out):
+        return _score_into(report, layouts, out, manifest_file, manifest, scorer, cfg, hashes_of=layout_key,
+                           resume=resume, quiet=quiet)
+
+
+def _score_into(report, layouts: Path, out: Path, manifest_file: Path, manifest: dict, scorer, cfg, hashes_of,
+                resume: bool, quiet: bool) -> tuple[list[dict], list[str]]:
+    """Write ``out`` (locked by the caller): kept lines of a resumed run, then the new ones."""
+    from clis.cli.score import invalid_layouts_warning
+
+    done = _resumable(out, manifest_file, manifest["id"], layouts, _file_order(report)) if resume and out.exists() else {}
     # A kept line must be of the same layout: same objects, boxes and relations (CLIS-L's input).
-    hashes = {layout.id: layout_key(layout) for layout in report.layouts}
+    hashes = {layout.id: hashes_of(layout) for layout in report.layouts}
     done = {key: record for key, record in done.items() if record.get("layout_key") == hashes.get(key)}
     order = _file_order(report)
     kept = [done[key] for key, _ in order if key in done]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    write_text_atomic(manifest_file, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out, "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+    write_text_atomic(manifest_file, jsonio.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
     todo = [layout for layout in report.layouts if layout.id not in done]
     chunk = CHUNK_CPU if cfg.device.startswith("cpu") else CHUNK_GPU
@@ -130,21 +144,21 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
         for key, bad in order:
             if bad is not None:
                 scored[key] = _invalid_record(key, bad)
-                handle.write(json.dumps(scored[key], ensure_ascii=False) + "\n")
+                handle.write(jsonio.dumps(scored[key], ensure_ascii=False) + "\n")
         handle.flush()
         progress.advance(layouts_task, len(report.invalid))
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
             for result in scorer.score_layouts(part, progress=on_progress):
                 record = {**result.to_dict(), "layout_key": hashes[result.id]}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(jsonio.dumps(record, ensure_ascii=False) + "\n")
                 scored[result.id] = record
             handle.flush()
             progress.advance(layouts_task, len(part))
     records = [done.get(key) or scored[key] for key, _ in order]
     if done or report.invalid:
         # back to file order: kept lines and invalid layouts' rows were written first
-        write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        write_text_atomic(out, "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records, invalid_layouts_warning(layouts, report.invalid)
 
 
@@ -162,11 +176,14 @@ def _invalid_record(key: str, bad) -> dict:
             "manifest": None, "error": f"invalid layout: {bad.error}"}
 
 
-def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, dict]:
+def _resumable(out: Path, manifest_file: Path, manifest_id: str, layouts: Path,
+               order: list[tuple[str, object]]) -> dict[str, dict]:
     """The successful records of an earlier run in ``out``, by layout id, for ``--resume``.
 
-    Refuses (one line) a file made with other CLIS-L settings or models, and a line that is
-    not a record, since resuming rewrites the file; a last line cut off mid-write is dropped.
+    Refuses (one line) a file made with other CLIS-L settings or models, a line that is not a
+    record, a layout listed twice (two runs wrote into one file) and records of layouts that
+    ``layouts`` does not have, since resuming rewrites the file and would lose them; a last
+    line cut off mid-write is dropped.
     """
     from clis.layout_score.precomputed import layout_score_record
 
@@ -176,6 +193,8 @@ def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, di
         raise InputError(f"{manifest_file}: the earlier run used other CLIS-L settings or models (manifest id "
                          f"{earlier.get('id')!r} then, {manifest_id!r} now); {hint}")
     records: dict[str, dict] = {}
+    seen: dict[str, int] = {}
+    known = {key for key, _ in order}
     with open(out, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
@@ -186,6 +205,14 @@ def _resumable(out: Path, manifest_file: Path, manifest_id: str) -> dict[str, di
             if record is None:
                 raise InputError(f"{out}: line {number}: not a clis score-layouts record; --resume will not rewrite "
                                  "the file (pass --overwrite to replace it, or use another --out)")
+            if record["id"] in seen:
+                raise InputError(f"{out}: line {number}: layout {record['id']!r} is listed twice (first on line "
+                                 f"{seen[record['id']]}), as when two runs write one file; {hint}")
+            seen[record["id"]] = number
+            if record["id"] not in known:
+                raise InputError(f"{out}: line {number}: layout {record['id']!r} is not in {layouts}, and --resume "
+                                 "would drop its record; resume with the layouts file of the earlier run, or pass "
+                                 "--overwrite or another --out")
             if record.get("error") is None:
                 records[record["id"]] = record
     return records

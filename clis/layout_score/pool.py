@@ -43,6 +43,7 @@ import numpy as np
 from annotated_types import Len
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.layout_score.geometry import PairFeatures, pair_features
 
@@ -164,8 +165,12 @@ def read_pool(path: str | Path) -> tuple[dict, list[PoolExample], list[PoolScene
     """The header, relation examples and scenes of a pool file; ``PoolFileError`` names file,
     line and field."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise PoolFileError(f"{path}: pool file not found")
+    try:
+        jsonio.check_input_file(path, "pool file")  # not /dev/zero, a FIFO or a folder
+    except InputError as exc:
+        raise PoolFileError(str(exc)) from None
     examples: list[PoolExample] = []
     scenes: list[PoolScene] = []
     header: Optional[dict] = None
@@ -178,9 +183,11 @@ def read_pool(path: str | Path) -> tuple[dict, list[PoolExample], list[PoolScene
                     header = _parse_header(path, line)
                     continue
                 try:
-                    record = json.loads(line)
+                    record = jsonio.loads(line)
                 except json.JSONDecodeError as exc:
                     raise PoolFileError(f"{path}: line {line_number}: invalid JSON: {exc.msg}") from None
+                except jsonio.JSONError as exc:
+                    raise PoolFileError(f"{path}: line {line_number}: invalid JSON: {exc}") from None
                 is_scene = isinstance(record, dict) and "scene" in record
                 try:
                     if is_scene:
@@ -203,9 +210,11 @@ def read_pool(path: str | Path) -> tuple[dict, list[PoolExample], list[PoolScene
 
 def _parse_header(path: Path, line: str) -> dict:
     try:
-        header = json.loads(line)
+        header = jsonio.loads(line)
     except json.JSONDecodeError as exc:
         raise PoolFileError(f"{path}: line 1: invalid JSON: {exc.msg}") from None
+    except jsonio.JSONError as exc:
+        raise PoolFileError(f"{path}: line 1: invalid JSON: {exc}") from None
     if not isinstance(header, dict) or "clis_pool" not in header:
         raise PoolFileError(
             f"{path}: line 1: not a CLIS pool file (the first line must be a header like "

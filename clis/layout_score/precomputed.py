@@ -58,18 +58,23 @@ def _differences(then: Any, now: Any, where: str = "") -> list[tuple[str, Any, A
 
 def layout_score_record(line: str | bytes) -> Optional[dict]:
     """The ``clis score-layouts`` record on one JSONL line, or None when the line is not one
-    (not JSON, not an object, no string ``id`` or no ``clis_l``).
+    (not JSON, not an object, no string ``id``, or no ``clis_l`` that is a finite number or null).
 
     >>> layout_score_record('{"id": "tea", "clis_l": 61.5}')["clis_l"], layout_score_record('[1]')
     (61.5, None)
     """
+    from clis import jsonio
+
     try:
-        record = json.loads(line)
+        record = jsonio.loads(line)  # NaN, 1e309 and 100k-deep lines are not records either
     except ValueError:
         return None
-    if isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record:
-        return record
-    return None
+    if not (isinstance(record, dict) and isinstance(record.get("id"), str) and "clis_l" in record):
+        return None
+    score = record["clis_l"]
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        return None
+    return record
 
 
 class PrecomputedLayoutScores:

@@ -559,13 +559,10 @@ def parse_weights(text: str) -> dict:
 
 def load_config_file(path: str | Path) -> dict:
     """CLIS-L settings from a JSON file (``{"llm": ..., "pool": ..., "weights": {...}}``)."""
+    from clis import jsonio
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    data = jsonio.read_json(path, "CLIS-L config file")
     if not isinstance(data, dict):
         raise InputError(f"{path}: top level: CLIS-L settings must be a JSON object")
     return data
