@@ -58,3 +58,30 @@ def read_manifest(path: str | Path, why: str, hint: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"{path}: not a clis manifest (not a JSON object); {hint}")
     return data
+
+
+class SeenCandidates:
+    """The line of every candidate (``layout_id``, ``image``) read so far from one scores file.
+
+    Two runs writing into one file leave every record twice, and each reader of a scores file
+    (``--resume``, ``clis pick``) must refuse such a file rather than count its images twice.
+    """
+
+    def __init__(self, path: str | Path, hint: str = "a scores file has one record per candidate"):
+        self.path = path
+        self.hint = hint
+        self._first: dict[tuple[str, str], int] = {}
+
+    def add(self, record: dict, line: int) -> None:
+        """Note ``record`` (read on ``line``); InputError naming both lines when its image was listed before."""
+        from clis.errors import InputError
+
+        image = record.get("image")
+        if image is None:  # an invalid layout's error record has no image
+            return
+        first = self._first.setdefault((record["layout_id"], image), line)
+        if first != line:
+            raise InputError(
+                f"{self.path}: line {line}: image {image!r} of layout {record['layout_id']!r} is listed twice "
+                f"(first on line {first}); {self.hint}"
+            )

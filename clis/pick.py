@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,10 +42,16 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from PIL import Image
 
+from clis import jsonio
 from clis.errors import InputError
+from clis.files import SeenCandidates
 from clis.layout import Layout, LayoutObject, Relation
 
 RANK_KEYS = ("clis", "clis_i")
+# Score fields of a record and of each of its instances: a finite number, or null (a failed
+# record has no scores, a run without a detector or CLIS-L leaves those out).
+RECORD_SCORES = ("clis", "clis_i", "clis_l", "global")
+INSTANCE_SCORES = ("score", "region", "grounding")
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class Selection:
     kept: list[KeptImage] = field(default_factory=list)
     dropped_images: list[dict[str, Any]] = field(default_factory=list)
     dropped_instances: list[dict[str, Any]] = field(default_factory=list)
+    # every layout the records were matched against: candidate discovery needs them all
+    layouts: list[Layout] = field(default_factory=list)
 
     def summary(self, config: PickConfig) -> dict[str, Any]:
         kept_layouts = {k.layout.id for k in self.kept}
@@ -169,7 +178,7 @@ def select(
     invalid = invalid or {}
     records = list(records)
     by_id = {layout.id: layout for layout in layouts}
-    selection = Selection()
+    selection = Selection(layouts=list(layouts))
     grouped: dict[str, list[tuple[int, dict]]] = {}
 
     def drop(record: dict, reason: str, **detail: Any) -> None:
@@ -228,42 +237,205 @@ def select(
     return selection
 
 
-def read_scores_file(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a scores.jsonl file; a bad line is an error naming the file and line."""
-    path = Path(path)
-    records = []
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: scores file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read scores file: {exc}") from None
-    for number, line in enumerate(lines, start=1):
+        return math.isfinite(value)
+    except OverflowError:  # an int past the float range
+        return False
+
+
+def _check_score(value: Any, where: str, name: str) -> None:
+    if value is not None and not _finite(value):
+        raise InputError(f"{where}: field {name!r}: expected a finite number or null, got {_shown(value)}")
+
+
+def check_score_record(record: Any, where: str) -> dict[str, Any]:
+    """``record`` if it is a score record that pick can use, else InputError naming ``where``
+    (``scores.jsonl: line 3``) and the field: ids and image paths are strings, ``error`` a
+    string or null, every score field (:data:`RECORD_SCORES`, and :data:`INSTANCE_SCORES` of
+    each instance) a finite number or null, ``detection`` an object or null. Missing fields
+    count as null, so hand-made records need only ``layout_id`` and ``image``."""
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    if not isinstance(record.get("layout_id"), str):
+        raise InputError(f"{where}: field 'layout_id': expected a string")
+    error = record.get("error")
+    if error is not None and not isinstance(error, str):
+        raise InputError(f"{where}: field 'error': expected a string or null, got {_shown(error)}")
+    # An error record may have no image: an invalid layout without candidates gets one.
+    if not isinstance(record.get("image"), str) and not (record.get("image") is None and error):
+        raise InputError(f"{where}: field 'image': expected a string")
+    for name in RECORD_SCORES:
+        _check_score(record.get(name), where, name)
+    instances = record.get("instances")
+    if instances is not None and not isinstance(instances, list):
+        raise InputError(f"{where}: field 'instances': expected a list of objects, got {_shown(instances)}")
+    for k, instance in enumerate(instances or []):
+        if not isinstance(instance, dict):
+            raise InputError(f"{where}: field 'instances[{k}]': expected an object, got {_shown(instance)}")
+        if not isinstance(instance.get("object_id"), str):
+            raise InputError(f"{where}: field 'instances[{k}].object_id': expected a string")
+        for name in INSTANCE_SCORES:
+            _check_score(instance.get(name), where, f"instances[{k}].{name}")
+        detection = instance.get("detection")
+        if detection is not None and not isinstance(detection, dict):
+            raise InputError(
+                f"{where}: field 'instances[{k}].detection': expected an object or null, got {_shown(detection)}"
+            )
+    return record
+
+
+def _parse_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        record = jsonio.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not JSON ({exc.msg})") from None
+    except jsonio.JSONError as exc:
+        # NaN or 1e309: name the field it is in when Python's own parser can read the line.
+        try:
+            lenient = json.loads(line)
+        except (ValueError, RecursionError):
+            lenient = None
+        if isinstance(lenient, dict):
+            check_score_record(lenient, where)
+        raise InputError(f"{where}: {exc}") from None
+    return check_score_record(record, where)
+
+
+def read_scores_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each record of a scores.jsonl file, checked by
+    :func:`check_score_record`. A line that is not such a record, or that lists an image its
+    layout already has on an earlier line (two runs appending to one file), is an InputError
+    naming the file and the line."""
+    path = Path(path)
+    text = jsonio.read_text(path, "scores file")
+    numbered = []
+    seen = SeenCandidates(path)
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: line {number}: expected a JSON object")
-        if not isinstance(record.get("layout_id"), str):
-            raise InputError(f"{path}: line {number}: field 'layout_id': expected a string")
-        # An error record may have no image: an invalid layout without candidates gets one.
-        if not isinstance(record.get("image"), str) and not (record.get("image") is None and record.get("error")):
-            raise InputError(f"{path}: line {number}: field 'image': expected a string")
-        records.append(record)
-    return records
+        record = _parse_line(line, f"{path}: line {number}")
+        seen.add(record, number)
+        numbered.append((number, record))
+    return numbered
 
 
-def resolve_image(image: str, candidates_dir: Path, scores_path: Optional[Path] = None) -> Optional[Path]:
-    """Find a record's image: as written (absolute or from the working folder), else inside the
-    candidates folder, else next to the scores file."""
+def read_scores_file(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a scores.jsonl file; a bad line is an error naming the file and line
+    (see :func:`read_scores_lines`)."""
+    return [record for _, record in read_scores_lines(path)]
+
+
+def check_layout_ids(
+    numbered: Sequence[tuple[int, dict[str, Any]]], known: Iterable[str], scores_path: Path, layouts_path: Path
+) -> list[str]:
+    """Warnings about records whose layout is not in the layouts file (neither valid nor
+    invalid there). Scores of a superset are legitimate (picking from a filtered layouts
+    file), so those records are only dropped and summarised in one warning; a scores file
+    with records but none of these layouts is the wrong file: InputError."""
+    known = set(known)
+    unknown = [(number, record["layout_id"]) for number, record in numbered if record["layout_id"] not in known]
+    if not unknown:
+        return []
+    first_line, first_id = unknown[0]
+    if len(unknown) == len(numbered):
+        raise InputError(
+            f"{scores_path}: none of its {len(numbered)} records names a layout of {layouts_path} (line {first_line}: "
+            f"layout {first_id!r}); is it the scores file of these layouts?"
+        )
+    ids = list(dict.fromkeys(layout_id for _, layout_id in unknown))
+    more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
+    return [
+        f"{scores_path}: {len(unknown)} records of {len(ids)} layouts that are not in {layouts_path} (first: line "
+        f"{first_line}, layout {first_id!r}{more}) are not picked; summary.json lists them under dropped_images"
+    ]
+
+
+def _image_options(image: str, candidates_dir: Path, scores_path: Optional[Path]) -> list[Path]:
     path = Path(image)
     options = [path] if path.is_absolute() else [path, candidates_dir / path, candidates_dir.parent / path]
     if scores_path is not None and not path.is_absolute():
         options.append(scores_path.parent / path)
-    return next((p for p in options if p.is_file()), None)
+    return options
+
+
+def resolve_image(image: str, candidates_dir: Path, scores_path: Optional[Path] = None) -> Optional[Path]:
+    """Find a record's image: as written (absolute or from the working folder), else inside the
+    candidates folder, else next to the scores file. Any file: :func:`find_candidate` is the
+    one that decides what pick may copy."""
+    return next((p for p in _image_options(image, Path(candidates_dir), scores_path) if p.is_file()), None)
+
+
+def candidate_index(discovery) -> dict[str, dict[Path, Path]]:
+    """Per layout id, its discovered candidates keyed by their resolved path."""
+    index: dict[str, dict[Path, Path]] = {}
+    for layout_id, paths in discovery.candidates.items():
+        index[layout_id] = {path.resolve(): path for path in paths}
+    return index
+
+
+def find_candidate(
+    image: str, layout_id: str, index: dict[str, dict[Path, Path]], candidates_dir: Path,
+    scores_path: Optional[Path] = None, where: str = "scores",
+) -> Optional[Path]:
+    """The candidate file of ``layout_id`` that a record's ``image`` names (looked up as
+    :func:`resolve_image` does), or None when no such file exists any more. A record naming
+    a file that exists but is not one of the layout's candidates (``/etc/passwd``, another
+    layout's image, ``../private.png``) is an InputError: pick copies only what candidate
+    discovery found for the layout (see :mod:`clis.discovery`)."""
+    allowed = index.get(layout_id, {})
+    elsewhere = None
+    for option in _image_options(image, Path(candidates_dir), scores_path):
+        try:
+            resolved = option.resolve()
+            found = allowed.get(resolved)
+            if found is not None and found.is_file():
+                return found
+            if found is None and elsewhere is None and option.exists():
+                elsewhere = resolved
+        except (OSError, ValueError):  # a name too long, or with a NUL: no file of ours
+            continue
+    if elsewhere is not None:
+        raise InputError(
+            f"{where}: field 'image': {image!r} is {str(elsewhere)!r}, not a candidate of layout {layout_id!r} in "
+            f"{str(candidates_dir)!r}; pick copies only the candidates found there (is this the scores file of "
+            "these candidates?)"
+        )
+    return None
+
+
+def check_candidates(
+    numbered: Sequence[tuple[Any, dict[str, Any]]], layout_ids: Iterable[str], discovery, candidates_dir: Path,
+    scores_path: Optional[Path] = None, source: str = "scores",
+) -> None:
+    """Check, before anything is copied, that every record of a layout in ``layout_ids``
+    names one of its candidates (:func:`find_candidate`) and that no two records name the same
+    one under different spellings. ``numbered`` pairs each record with its line number."""
+    layout_ids = set(layout_ids)
+    index = candidate_index(discovery)
+    claimed: dict[tuple[str, Path], Any] = {}
+    for number, record in numbered:
+        image, layout_id = record.get("image"), record["layout_id"]
+        if image is None or layout_id not in layout_ids:
+            continue
+        where = f"{source}: line {number}"
+        found = find_candidate(image, layout_id, index, candidates_dir, scores_path, where)
+        if found is None:
+            continue
+        key = (layout_id, found.resolve())
+        if key in claimed:
+            raise InputError(
+                f"{where}: image {image!r} of layout {layout_id!r} is listed twice (first on line {claimed[key]}, "
+                f"both are {str(found)!r}); a scores file has one record per candidate"
+            )
+        claimed[key] = number
 
 
 class SamMasker:
@@ -340,8 +512,15 @@ def write_dataset(
     scores_path: Optional[str | Path] = None,
     masker: Optional[SamMasker] = None,
     on_image: Optional[Callable[[], None]] = None,
+    discovery=None,
 ) -> dict[str, Any]:
     """Copy kept images to ``out/images/`` and write ``out/annotations.json`` (COCO).
+
+    Only candidates that :func:`clis.discovery.discover_candidates` finds for the kept image's
+    layout in ``candidates_dir`` are copied (pass ``discovery`` to reuse one; by default it runs
+    over ``selection.layouts``): a record naming any other file is an InputError. Every kept
+    image is found and decoded before the first copy; one that is gone or cannot be decoded is
+    dropped ("image file not found", "cannot open image") and the rest are written.
 
     Boxes are the surviving layout boxes in pixels of each image. Extra fields carry the
     scores: per image ``clis``, ``clis_i``, ``clis_l``, ``clis_global``, ``clis_rank``,
@@ -350,27 +529,43 @@ def write_dataset(
     gets SAM's mask as RLE ``segmentation`` and its pixel ``area``.
     Returns the COCO dict.
     """
+    from clis.discovery import discover_candidates
     from clis.formats import layouts_to_coco
+    from clis.image_score.images import ImageReadError, open_image
 
     out = Path(out_dir)
     images_out = out / "images"
-    images_out.mkdir(parents=True, exist_ok=True)
     candidates_dir = Path(candidates_dir)
     scores_path = Path(scores_path) if scores_path else None
-    taken: set[str] = set()
-    per_image_layouts, file_names, sizes, kept_rows = [], {}, {}, []
+    if discovery is None:
+        discovery = discover_candidates(candidates_dir, selection.layouts or [k.layout for k in selection.kept])
+    index = candidate_index(discovery)
+    # Everything is checked before the first copy, so a refusal leaves no half-written dataset.
+    ready = []
     for kept in list(selection.kept):
-        source = resolve_image(kept.image, candidates_dir, scores_path)
+        source = find_candidate(kept.image, kept.layout.id, index, candidates_dir, scores_path, "scores")
         if source is None:
             selection.kept.remove(kept)
             selection.dropped_images.append(
                 {"layout_id": kept.layout.id, "image": kept.image, "reason": "image file not found"}
             )
             continue
+        try:
+            size = open_image(source).size
+        except ImageReadError as exc:
+            selection.kept.remove(kept)
+            selection.dropped_images.append(
+                {"layout_id": kept.layout.id, "image": kept.image, "reason": "cannot open image", "error": str(exc)}
+            )
+            continue
+        ready.append((kept, source, size))
+    images_out.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    per_image_layouts, file_names, sizes, kept_rows = [], {}, {}, []
+    for kept, source, size in ready:
         name = _output_name(kept.layout.id, source, taken)
         shutil.copyfile(source, images_out / name)
-        with Image.open(source) as im:
-            sizes[name] = im.size
+        sizes[name] = size
         # One layout per output image, holding only its surviving objects and their relations.
         per_image_layouts.append(
             kept.layout.model_copy(
@@ -402,7 +597,7 @@ def write_dataset(
         if on_image is not None:
             on_image()
     coco["info"] = {"description": "cherry-picked by clis pick", "masks": masker.describe() if masker else None}
-    (out / "annotations.json").write_text(json.dumps(coco, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "annotations.json").write_text(jsonio.dumps(coco, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return coco
 
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import clis
 from clis import jsonio
 from clis.errors import InputError, ModelUnavailableError
-from clis.files import write_text_atomic
+from clis.files import SeenCandidates, write_text_atomic
 from clis.image_score.config import ImageScoreConfig
 from clis.image_score.detection import Detector
 from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
@@ -245,8 +245,8 @@ def read_scores(path: str | Path) -> list[dict]:
     would destroy whatever that line holds.
     """
     records: list[dict] = []
-    seen: dict[tuple[str, str], int] = {}
     hint = "--resume will not rewrite the file (pass --overwrite to replace it, or use another --out)"
+    seen = SeenCandidates(path, f"as when two runs write one file; {hint}")
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
@@ -257,14 +257,7 @@ def read_scores(path: str | Path) -> list[dict]:
                 record = _as_record(raw)
             except ValueError as exc:
                 raise InputError(f"{path}: line {number}: {exc}, so this is not a clis score record; {hint}") from None
-            if record["image"] is not None:
-                key = (record["layout_id"], record["image"])
-                if key in seen:
-                    raise InputError(
-                        f"{path}: line {number}: image {record['image']!r} of layout {record['layout_id']!r} is "
-                        f"listed twice (first on line {seen[key]}), as when two runs write one file; {hint}"
-                    )
-                seen[key] = number
+            seen.add(record, number)
             records.append(record)
     return records
 

@@ -1,8 +1,21 @@
-"""``clis pick CANDIDATES LAYOUTS --out dataset/``: keep the best candidates as a COCO dataset."""
+"""``clis pick CANDIDATES LAYOUTS --out dataset/``: keep the best candidates as a COCO dataset.
+
+The dataset is built in a staging folder beside --out (``.NAME.staging-*``) and moved into place
+only once complete, so a failed or interrupted pick leaves an existing --out as it was; files of
+the user's own in an earlier pick output stay. With --scores, every record is checked before
+anything is copied: score fields are finite numbers or null, an image is listed once per layout,
+and each image is a candidate that discovery finds for its layout in CANDIDATES (any other file,
+``/etc/passwd`` or another layout's image, is refused). Records of layouts that are not in
+LAYOUTS are dropped with one warning, because scores of a superset of the layouts are
+legitimate (picking from a filtered layouts file); a scores file with none of these layouts is
+refused as the wrong file.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -11,11 +24,17 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.formats import read_layouts
 from clis.models import DEFAULT_SAM
-from clis.pick import PickConfig, SamMasker, read_scores_file, select, write_dataset
+from clis.outputs import OutputLock, check_paths
+from clis.pick import (
+    PickConfig, SamMasker, check_candidates, check_layout_ids, check_score_record, read_scores_lines, select,
+    write_dataset,
+)  # fmt: skip
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -27,18 +46,90 @@ def _progress() -> Progress:
     )  # fmt: skip
 
 
-def _prepare_out(out: Path) -> None:
-    images = out / "images"
-    if images.is_dir() and any(images.iterdir()):
-        if not (out / "summary.json").is_file():
-            raise InputError(f"{images}: folder is not empty and is not an earlier clis pick output; choose another --out")
-        shutil.rmtree(images)  # an earlier pick into the same folder: start clean, no stale images
-    out.mkdir(parents=True, exist_ok=True)
+# What a pick writes into --out; nothing else there is touched.
+DATASET_ENTRIES = ("images", "annotations.json", "summary.json")
+SCORES_ENTRIES = ("scores.jsonl", "scores.jsonl.manifest.json")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_out(out: Path, entries: tuple[str, ...], inputs: dict[str, Optional[Path]]) -> None:
+    """Refuse, before any work, an --out whose entries this pick would replace when they are
+    not an earlier pick's (no summary.json) or when they hold one of the inputs."""
+    if not out.is_dir():
+        return
+    earlier = (out / "summary.json").is_file()
+    for name in entries:
+        entry = out / name
+        if not (entry.exists() or entry.is_symlink()):
+            continue
+        for flag, path in inputs.items():
+            if path is not None and _inside(path, entry):
+                raise InputError(f"--out {out}: its {name} holds {flag} ({path}), which this pick would replace; "
+                                 "choose another --out")  # fmt: skip
+        empty = entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
+        if not earlier and not empty:
+            raise InputError(f"--out {out}: holds {name} but is not an earlier clis pick output (no summary.json); "
+                             "choose another --out")  # fmt: skip
+
+
+def _beside(target: Path, kind: str = "staging") -> Path:
+    """A new hidden folder beside ``target`` (same file system, so renames into it are atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        staging = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            staging.mkdir()
+            return staging
+        except FileExistsError:
+            continue
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _commit(staging: Path, target: Path) -> None:
+    """Put the dataset built in ``staging`` at ``target``: one rename when ``target`` does not
+    exist yet, else entry by entry, each earlier entry moved aside first and put back if a
+    later rename fails, so the user's other files in an earlier output stay."""
+    names = [name for name in DATASET_ENTRIES + SCORES_ENTRIES if (staging / name).exists()]
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    aside = _beside(target, "old")
+    moved, placed = [], []
+    try:
+        for name in names:
+            if (target / name).exists() or (target / name).is_symlink():
+                os.rename(target / name, aside / name)
+                moved.append(name)
+            os.rename(staging / name, target / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            with contextlib.suppress(OSError):
+                _remove(target / name)
+        for name in moved:
+            with contextlib.suppress(OSError):
+                os.rename(aside / name, target / name)
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device,
                       invalid=()):
-    """Score with :class:`clis.scorer.Scorer`: records, their file, what made the candidates, warnings."""
+    """Score with :class:`clis.scorer.Scorer`: records, their file, what made the candidates, warnings,
+    and the candidate discovery the records come from."""
     from clis.scorer import ScoreConfig, Scorer
 
     overrides = {"device": device}
@@ -61,7 +152,7 @@ def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_
             )  # fmt: skip
     finally:
         scorer.close()
-    return records, scores_path, scorer.generation, scorer.warnings()
+    return records, scores_path, scorer.generation, scorer.warnings(), scorer.discovery
 
 
 def pick(
@@ -90,45 +181,80 @@ def pick(
     if masks not in ("none", "sam"):
         raise InputError(f"--masks must be none or sam, got {masks!r}")
     config = PickConfig(top=top, min_instance=min_instance, min_layout=min_layout, rank_by=rank_by)
-    report = read_layouts(layouts, strict=strict)
-    layout_list = report.layouts
-    if not candidates.is_dir():
-        raise InputError(f"{candidates}: candidates folder not found")
-    # SAM loads before scoring, which can take hours: a missing SAM model fails in seconds.
-    masker = SamMasker(sam_model, device=device) if masks == "sam" else None
-    _prepare_out(out)
-    if scores is not None:
-        from clis.scorer import read_generation
+    inputs = {"CANDIDATES": candidates, "LAYOUTS": layouts, "--scores": scores, "--config": score_config}
+    check_paths(inputs=inputs, folders={"--out": out})
+    target = Path(os.path.abspath(out))
+    with OutputLock(target):
+        _check_out(out, DATASET_ENTRIES + (() if scores is not None else SCORES_ENTRIES), inputs)
+        report = read_layouts(layouts, strict=strict)
+        layout_list = report.layouts
+        if not candidates.is_dir():
+            raise InputError(f"{candidates}: candidates folder not found")
+        # keyed as `clis score` keys their records: the record's own id, else "record <index>"
+        invalid = {bad.key: bad.error for bad in report.invalid}
+        known = [layout.id for layout in layout_list]
+        id_warnings: list[str] = []
+        if scores is not None:
+            from clis.discovery import discover_candidates
+            from clis.scorer import read_generation
 
-        records = read_scores_file(scores)
-        scores_path = scores
-        # `clis score` warned about its texts already; what made the candidates is read here.
-        generation, warnings = read_generation(candidates, layout_list)
-    else:
-        records, scores_path, generation, warnings = _score_candidates(
-            candidates, layout_list, out, score_config, image_model, detector, layout_score, device, report.invalid
-        )
-    # keyed as `clis score` keys their records: the record's own id, else "record <index>"
-    invalid = {bad.key: bad.error for bad in report.invalid}
-    selection = select(records, layout_list, config, invalid=invalid)
-    with _progress() as progress:
-        task = progress.add_task("write", total=len(selection.kept))
-        write_dataset(selection, out, candidates, scores_path, masker, on_image=lambda: progress.advance(task))
-    summary = {
-        "candidates_dir": str(candidates),
-        "layouts": str(layouts),
-        "scores": str(scores_path),
-        "masks": masker.describe() if masker else None,
-        # What made the candidates (generator, demo_only, ...), so a demo-only dataset says so.
-        "generation": generation,
-        # Layout records of the file that failed validation: none of their candidates is kept.
-        "invalid_layouts": [{"index": bad.index, "layout_id": bad.layout_id, "error": bad.error} for bad in report.invalid],
-        **selection.summary(config),
-        "dropped_images": selection.dropped_images,
-        "dropped_instances": selection.dropped_instances,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            numbered = read_scores_lines(scores)
+            id_warnings = check_layout_ids(numbered, [*known, *invalid], scores, layouts)
+            # Invalid layouts still claim their files, as when `clis score` discovered them.
+            claimants = layout_list + [bad.stand_in(bad.layout_id) for bad in report.invalid if bad.layout_id]
+            discovery = discover_candidates(candidates, claimants)
+            check_candidates(numbered, known, discovery, candidates, scores, source=str(scores))
+        # SAM loads before scoring, which can take hours: a missing SAM model fails in seconds.
+        masker = SamMasker(sam_model, device=device) if masks == "sam" else None
+        staging = _beside(target)
+        try:
+            if scores is not None:
+                records = [record for _, record in numbered]
+                scores_path = scores
+                # `clis score` warned about its texts already; what made the candidates is read here.
+                generation, warnings = read_generation(candidates, layout_list)
+            else:
+                records, _, generation, warnings, discovery = _score_candidates(
+                    candidates, layout_list, staging, score_config, image_model, detector, layout_score, device,
+                    report.invalid,
+                )  # fmt: skip
+                scores_path = out / "scores.jsonl"
+                for number, record in enumerate(records, start=1):
+                    check_score_record(record, f"the scores of this run: record {number}")
+            selection = select(records, layout_list, config, invalid=invalid)
+            try:
+                with _progress() as progress:
+                    task = progress.add_task("write", total=len(selection.kept))
+                    write_dataset(selection, staging, candidates, scores_path, masker,
+                                  on_image=lambda: progress.advance(task), discovery=discovery)  # fmt: skip
+                summary = {
+                    "candidates_dir": str(candidates),
+                    "layouts": str(layouts),
+                    "scores": str(scores_path),
+                    "masks": masker.describe() if masker else None,
+                    # What made the candidates (generator, demo_only, ...), so a demo-only dataset says so.
+                    "generation": generation,
+                    # Layout records of the file that failed validation: none of their candidates is kept.
+                    "invalid_layouts": [
+                        {"index": bad.index, "layout_id": bad.layout_id, "error": bad.error} for bad in report.invalid
+                    ],
+                    **selection.summary(config),
+                    "dropped_images": selection.dropped_images,
+                    "dropped_instances": selection.dropped_instances,
+                }
+                (staging / "summary.json").write_text(
+                    jsonio.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+                )
+                _commit(staging, target)
+            except OSError as exc:
+                raise InputError(
+                    f"--out {out}: cannot write the dataset ({exc.strerror or exc}); nothing was changed there"
+                ) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     _print_summary(summary, out)
+    warn(id_warnings)
     warn(warnings)
     if report.invalid:
         from clis.cli.score import invalid_layouts_warning
@@ -138,18 +264,25 @@ def pick(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    table = Table(title="clis pick", show_header=True, header_style="bold")
+    # Paths and reasons are user text (an --out of "ds[/x]"): cells and lines are never markup.
+    table = Table(title=Text("clis pick"), show_header=True, header_style="bold")
     table.add_column("what")
     table.add_column("count", justify="right")
-    table.add_row("candidates", str(summary["candidates"]))
-    table.add_row("images kept", str(summary["images_kept"]))
+
+    def row(what: str, count: int) -> None:
+        table.add_row(Text(what), Text(str(count)))
+
+    row("candidates", summary["candidates"])
+    row("images kept", summary["images_kept"])
     for reason, n in summary["images_dropped_by_reason"].items():
-        table.add_row(f"images dropped: {reason}", str(n))
-    table.add_row("instances kept", str(summary["instances_kept"]))
-    table.add_row("instances dropped (below --min-instance or unscored)", str(summary["instances_dropped"]))
-    table.add_row("layouts with no kept image", str(len(summary["layouts_without_image"])))
+        row(f"images dropped: {reason}", n)
+    row("instances kept", summary["instances_kept"])
+    row("instances dropped (below --min-instance or unscored)", summary["instances_dropped"])
+    row("layouts with no kept image", len(summary["layouts_without_image"]))
     console.print(table)
-    console.print(f"dataset: {out / 'annotations.json'}, {out / 'images'}; summary: {out / 'summary.json'}")
+    console.print(
+        f"dataset: {out / 'annotations.json'}, {out / 'images'}; summary: {out / 'summary.json'}", markup=False
+    )
     # An empty dataset still exits 0, but never silently: say which threshold dropped what.
     from clis.cli import warn
     from clis.pick import empty_dataset_warnings
