@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from clis.errors import ClisError
+from clis.outputs import check_paths
 from leaderboard.config import DEFAULT_CONFIG_PATH, DEFAULT_RESULTS_DIR, load_config
 
 app = typer.Typer(
@@ -28,6 +29,13 @@ err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 # Notes printed after a build; the rest are counted (all of them are on the pages).
 SHOWN_NOTES = 10
+
+
+def _inputs(results: list[Path]) -> dict[str, Path]:
+    """The RESULTS arguments keyed as ``check_paths`` names them in its messages."""
+    if len(results) == 1:
+        return {"RESULTS": results[0]}
+    return {f"RESULTS #{i}": path for i, path in enumerate(results, start=1)}
 
 
 @app.command()
@@ -47,9 +55,12 @@ def build(
     """Build a static site (index, one page per row, Markdown and CSV exports) that needs no network."""
     from leaderboard.site import build_site  # matplotlib, seaborn: only when building
 
+    results = results or [DEFAULT_RESULTS_DIR]
     try:
+        # Before anything is read: a --out that is a file, under a file, a device or an input.
+        check_paths(inputs={**_inputs(results), "--config": config}, folders={"--out": out})
         settings = load_config(config)
-        report = build_site(results or [DEFAULT_RESULTS_DIR], out, settings, show_progress=not quiet)
+        report = build_site(results, out, settings, show_progress=not quiet)
     except ClisError as exc:
         # One line, no traceback, exit 2: the same contract as `clis.cli.main`, which this
         # module cannot import (clis.cli loads this module while it is being set up).
@@ -85,6 +96,7 @@ def add(
     from leaderboard.submit import add_result
 
     try:
+        check_paths(inputs=_inputs(results), folders={"--results-dir": results_dir})
         for path in results:
             kept = add_result(path, results_dir, name=name, replace=replace)
             console.print(f"kept {path} as {kept}", markup=False)

@@ -57,7 +57,7 @@ class LeaderboardConfig(BaseModel):
 def load_config(path: Path | str | None = None) -> LeaderboardConfig:
     """Read a config file (the packaged ``config.json`` when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    raw = read_json(path)
+    raw = read_json(path, "leaderboard config")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a leaderboard config must be a JSON object")
     try:

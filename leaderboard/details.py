@@ -25,6 +25,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib import MatplotlibDeprecationWarning, colormaps  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError  # noqa: E402
 
+from clis import jsonio  # noqa: E402
 from leaderboard.schema import BenchResult, ResultRow  # noqa: E402
 
 # Red (0) -> yellow -> green (100): a box's colour reads as bad/good at a glance.
@@ -42,10 +43,16 @@ def score_colour(score: float | None) -> tuple[int, int, int]:
     return (round(r * 255), round(g * 255), round(b * 255))
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number, else None (strings, booleans, NaN,
+    and integers too large for a float, which JSON allows)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass
@@ -71,16 +78,24 @@ class ScoresFile:
 
 
 def read_scores(path: Path) -> ScoresFile:
-    """Read ``scores.jsonl``; a bad line becomes a problem naming the file, the line and the field."""
+    """Read ``scores.jsonl``; a bad line becomes a problem naming the file, the line and the field.
+
+    A file that is not a regular file of a sane size (``clis.jsonio.check_input_file``) raises
+    ``InputError``; one that is not UTF-8 raises ``UnicodeDecodeError``.
+    """
+    jsonio.check_input_file(path, "scores file")
     out = ScoresFile()
     with path.open(encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = jsonio.loads(text)
             except json.JSONDecodeError as exc:
                 out.problems.append(f"{path.name}: line {number}: not valid JSON ({exc.msg})")
+                continue
+            except jsonio.JSONError as exc:  # NaN, 1e309, nested too deeply, a 5,000-digit integer
+                out.problems.append(f"{path.name}: line {number}: {exc}")
                 continue
             if not isinstance(record, dict):
                 out.problems.append(f"{path.name}: line {number}: not a JSON object")
@@ -98,7 +113,7 @@ def read_scores(path: Path) -> ScoresFile:
                     line=number,
                     layout_id=str(record.get("layout_id", "")),
                     image=image,
-                    scores={key: _number(record.get(key)) for key in CANDIDATE_SCORES},
+                    scores={key: finite_number(record.get(key)) for key in CANDIDATE_SCORES},
                     instances=[i for i in instances if isinstance(i, dict)],
                     error=record.get("error") if isinstance(record.get("error"), str) else None,
                 )
@@ -164,11 +179,12 @@ def draw_candidate(image_path: Path, instances: list[dict[str, Any]], out_path: 
     font = _font(max(10, round(min(width, height) / 22)))
     for instance in instances:
         bbox = instance.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) is not None for v in bbox)):
+        numbers = [finite_number(v) for v in bbox] if isinstance(bbox, list) else []
+        if len(numbers) != 4 or None in numbers:
             continue
-        x, y, w, h = bbox
+        x, y, w, h = numbers
         box = (x * width, y * height, (x + w) * width - 1, (y + h) * height - 1)
-        score = _number(instance.get("score"))
+        score = finite_number(instance.get("score"))
         colour = score_colour(score)
         draw.rectangle(box, outline=colour, width=line)
         tag = f"{instance.get('label', '')} {score:.0f}" if score is not None else f"{instance.get('label', '')}"
@@ -193,11 +209,11 @@ def instance_frame(candidates: list[Candidate]) -> pd.DataFrame:
                     "object_id": str(instance.get("object_id", "")),
                     "label": str(instance.get("label", "")),
                     "phrase": str(instance.get("phrase", "")),
-                    "region": _number(instance.get("region")),
-                    "grounding": _number(instance.get("grounding")),
+                    "region": finite_number(instance.get("region")),
+                    "grounding": finite_number(instance.get("grounding")),
                     "detection_found": detection.get("found") if isinstance(detection.get("found"), bool) else None,
-                    "detection_iou": _number(detection.get("iou")),
-                    "score": _number(instance.get("score")),
+                    "detection_iou": finite_number(detection.get("iou")),
+                    "score": finite_number(instance.get("score")),
                     "candidate_clis": candidate.clis,
                 }
             )

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clis.outputs import write_csv_frame
 from leaderboard.table import Board
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
@@ -123,5 +124,5 @@ def write_exports(boards: list[Board], title: str, out_dir: Path) -> dict[str, P
     markdown_path = out_dir / "leaderboard.md"
     markdown_path.write_text(boards_to_markdown(boards, title), encoding="utf-8")
     csv_path = out_dir / "leaderboard.csv"
-    boards_to_frame(boards).to_csv(csv_path, index=False)
+    write_csv_frame(boards_to_frame(boards), csv_path)  # names and metric keys are the submitters' text
     return {"markdown": markdown_path, "csv": csv_path}

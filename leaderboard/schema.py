@@ -26,10 +26,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from clis import jsonio
 from clis.errors import InputError
 
 SCHEMA = "clis.bench/1"
 SCHEMA_FAMILY = "clis.bench/"
+# Written into every site ``clis leaderboard build`` makes. A scan of folders skips a built
+# site: its ``data/`` holds copies of the result files it was built from, not submissions.
+SITE_MARKER = ".clis-leaderboard"
 
 
 class ResultFileError(InputError):
@@ -199,20 +203,22 @@ def _unknown_metric_keys(result: BenchResult) -> list[str]:
     return problems
 
 
-def read_json(path: Path) -> Any:
-    """Decode a JSON file; a missing or malformed file becomes a one-line ``ResultFileError``."""
+def read_json(path: Path, what: str = "result file") -> Any:
+    """Decode a JSON file strictly (``clis.jsonio``: no NaN or Infinity, no 100k-deep nesting or
+    5,000-digit integers, no binary files or devices); every failure is a one-line
+    ``ResultFileError`` naming the file."""
+    if not path.exists() and not path.is_symlink():
+        raise ResultFileError(f"{path}: no such file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ResultFileError(f"{path}: is a folder, not a result file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultFileError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+        text = jsonio.read_text(path, what)
+    except InputError as exc:
+        raise ResultFileError(str(exc)) from None
     try:
-        return json.loads(text)
+        return jsonio.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except jsonio.JSONError as exc:
+        raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
 
 
 def load_result(path: Path | str) -> BenchResult:
@@ -230,17 +236,21 @@ def collect_result_files(paths: list[Path]) -> list[Path]:
     """Expand folders into the result files they hold (``*.json`` with a ``clis.bench/*`` schema).
 
     Files named explicitly are kept as they are (and validated later); in folders, JSON files
-    that are not benchmark results (layouts, manifests) are skipped.
+    that are not benchmark results (layouts, manifests, anything unreadable) are skipped, and
+    so are the sites built there.
     """
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             for candidate in sorted(path.rglob("*.json")):
-                if any(part.startswith(".") for part in candidate.relative_to(path).parts):
+                parts = candidate.relative_to(path).parts
+                if any(part.startswith(".") for part in parts):
                     continue  # hidden: e.g. a submission still being staged by `add`
+                if any((path.joinpath(*parts[:i]) / SITE_MARKER).exists() for i in range(1, len(parts))):
+                    continue
                 try:
-                    raw = json.loads(candidate.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                    raw = jsonio.loads(jsonio.read_text(candidate))
+                except (InputError, ValueError):
                     continue
                 if is_result_document(raw):
                     found.append(candidate)

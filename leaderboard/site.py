@@ -40,11 +40,13 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from clis import __version__
-from clis.errors import ClisError
+from clis.errors import ClisError, InputError
 from clis.formats import load_layouts
+from clis.outputs import write_csv_frame
 from leaderboard.config import LeaderboardConfig
 from leaderboard.details import (
     Candidate,
+    finite_number,
     instance_frame,
     load_thumbnail_safe,
     pick_best_and_worst,
@@ -55,12 +57,13 @@ from leaderboard.details import (
     score_colour,
 )
 from leaderboard.exports import direction_mark, write_exports
-from leaderboard.schema import BenchResult, ResultFileError, collect_result_files, load_result
+from leaderboard.schema import SITE_MARKER, BenchResult, ResultFileError, collect_result_files, load_result
 from leaderboard.table import Board, BoardRow, build_boards, flatten_provenance, format_interval, format_number, slugify
 
 # Written into every site this builder makes: only folders holding it are ever cleaned.
-MARKER = ".clis-leaderboard"
+MARKER = SITE_MARKER
 GENERATED_DIRS = ("assets", "data", "plots", "rows")
+GENERATED_FILES = ("index.html", "leaderboard.md", "leaderboard.csv")
 STATIC_FILES = ("style.css", "sort.js")
 
 
@@ -126,6 +129,39 @@ def _environment() -> Environment:
     env.filters["arrow"] = direction_mark
     env.filters["flat"] = flatten_provenance  # nested provenance as dotted-key rows, never str(dict)
     return env
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _check_out_dir(out_dir: Path, results: list[BenchResult]) -> None:
+    """Refuse, before anything is written, a build that would replace what the user gave.
+
+    A rebuild deletes the generated folders and every build writes the index and the exports,
+    so no input (a result file, or a scores, layouts or image path a row names) may lie in
+    them, and a folder that no build made must not hold a file of those names.
+    """
+    generated = [out_dir / name for name in GENERATED_DIRS]
+    for result in results:
+        named = [("", result.source)]
+        for index, row in enumerate(result.rows):
+            for key in ("scores_file", "layouts_file", "images_root"):
+                named.append((f": rows[{index}] ({row.name!r}): {key}", result.resolve(getattr(row, key))))
+        for where, path in named:
+            folder = next((g for g in generated if path is not None and _inside(path, g)), None)
+            if folder is not None:
+                raise InputError(
+                    f"{result.source}{where}: {path} lies in {folder}, which building into {out_dir} replaces; "
+                    "copy it out of the site folder or choose another --out"
+                )
+    if out_dir.is_dir() and not (out_dir / MARKER).exists():
+        taken = [name for name in (*GENERATED_FILES, *GENERATED_DIRS) if (out_dir / name).exists()]
+        if taken:
+            raise InputError(
+                f"--out {out_dir}: holds {', '.join(taken)} but is not a site built by clis leaderboard build "
+                f"(no {MARKER} in it), so building there would overwrite them; choose an empty or new folder"
+            )
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
@@ -206,6 +242,9 @@ def _row_page(board: Board, row: BoardRow, config: LeaderboardConfig, out_dir: P
         return page
     try:
         scores = read_scores(scores_path)
+    except InputError as exc:  # over the size limit, or no regular file
+        page.notes.append(f"scores file {data.scores_file} cannot be read ({exc})")
+        return page
     except (OSError, UnicodeDecodeError) as exc:
         page.notes.append(f"scores file {data.scores_file} cannot be read ({exc.__class__.__name__})")
         return page
@@ -233,11 +272,10 @@ def _row_page(board: Board, row: BoardRow, config: LeaderboardConfig, out_dir: P
         page.instances_csv = f"rows/{row.slug}/instances.csv"
         # The row's folder may not exist yet: no candidate image could be drawn into it.
         (out_dir / page.instances_csv).parent.mkdir(parents=True, exist_ok=True)
-        instances.to_csv(out_dir / page.instances_csv, index=False)
+        write_csv_frame(instances, out_dir / page.instances_csv)  # labels, phrases and ids are the submitter's text
         shown = instances.sort_values("score", ascending=True, na_position="first").head(config.max_instance_rows)
         page.instances = shown.astype(object).where(shown.notna(), None).to_dict("records")
-    min_instance = result.settings.get("min_instance")
-    min_instance = float(min_instance) if isinstance(min_instance, (int, float)) else None
+    min_instance = finite_number(result.settings.get("min_instance"))
     distributions = f"rows/{row.slug}/distributions.png"
     if plot_row_distributions(scores.candidates, instances, out_dir / distributions, min_instance):
         page.distributions = distributions
@@ -276,6 +314,7 @@ def build_site(
     config = config or LeaderboardConfig()
     out_dir = Path(out_dir)
     results = load_results(list(result_paths))
+    _check_out_dir(out_dir, results)
     boards = build_boards(results, config)
     _prepare_out_dir(out_dir)
     _write_assets(out_dir)

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from clis import jsonio
+from clis.errors import InputError
 from leaderboard.config import LeaderboardConfig
 from leaderboard.schema import BenchResult, Interval, MetricDef, ResultRow
 
@@ -73,9 +75,11 @@ def _demo_generator(info: Any) -> str | None:
 
 
 def _read_json_object(path: Any) -> dict:
+    # Only a hint for the demo badge: a manifest that is missing or that strict JSON refuses
+    # (binary, NaN, nested 100k deep) counts as no manifest.
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        data = jsonio.loads(jsonio.read_text(path, "manifest"))
+    except (InputError, OSError, ValueError, AttributeError):
         return {}
     return data if isinstance(data, dict) else {}
 
