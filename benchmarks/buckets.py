@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -33,11 +32,14 @@ from PIL import Image
 
 from benchmarks import plots
 from benchmarks.join import read_table, require_columns, numeric_column
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, write_result, models_from_manifest
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, models_from_manifest,
+                                plot_files, relative_path, write_result)
 from benchmarks.scorefile import SCORE_COLUMNS, read_scores, scored
 from benchmarks.stats import BootstrapConfig, Estimate, correlations, mean
 from clis.errors import InputError
 from clis.formats import layouts_to_coco, load_layouts
+from clis.jsonio import dumps
+from clis.outputs import write_csv_frame
 
 MODES = ("buckets", "thresholds")
 
@@ -55,9 +57,19 @@ def parse_edges(text: str | list[float]) -> list[float]:
         raise InputError(f"--edges {text!r}: expected comma-separated numbers such as 70,75,80,85") from None
     if not edges:
         raise InputError("--edges: give at least one edge")
+    # float() reads "nan", "inf" and "1e309"; a NaN edge passes every comparison below unnoticed.
+    bad = next((p for p, e in zip(parts, edges) if not math.isfinite(e)), None)
+    if bad is not None:
+        raise InputError(f"--edges {text!r}: {str(bad)[:40]!r} is not a finite number")
     if any(b <= a for a, b in zip(edges, edges[1:])):
         raise InputError(f"--edges {text!r}: edges must increase strictly")
     return edges
+
+
+def coco_file_name(mode: str, name: str) -> str:
+    """``bucket_70-75.json``, ``threshold_ge70.json``: the COCO file of one bucket."""
+    safe = re.sub(r"[^0-9A-Za-z.\-]+", "_", name.replace(">=", "ge").replace("<", "lt").replace(">", "gt"))
+    return f"{mode[:-1]}_{safe}.json"
 
 
 def bucket_names(edges: list[float], mode: str = "buckets", open_ends: bool = False) -> list[str]:
@@ -102,10 +114,13 @@ def _resolve_image(image: str, scores_path: Path) -> Path:
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
+    # A scores record may name anything: a FIFO would block Image.open forever, /dev/zero read on.
+    if not path.is_file():
+        return None
     try:
         with Image.open(path) as img:  # reads the header only
             return img.size
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
@@ -174,6 +189,12 @@ def buckets(
         raise InputError(f"unknown score column {score!r}; use one of {', '.join(SCORE_COLUMNS)}")
     scores_path, out_dir = Path(scores_path), Path(out_dir)
     result_path = out_dir / "result.json"
+    if len(edges) < 2 and mode == "buckets" and not open_ends:
+        raise InputError("--edges: buckets need at least two edges (use --mode thresholds for one)")
+    names = bucket_names(edges, mode, open_ends)
+    check_study_paths(out_dir, {"SCORES": scores_path, "--layouts": layouts_path, "--image-root": image_root},
+                      ["result.json", "buckets.csv", "downstream_template.csv", *plot_files("buckets"),
+                       *(coco_file_name(mode, name) for name in names)])
     frame = scored(read_scores(scores_path))
     frame = frame[frame[score].notna()]
     if frame.empty:
@@ -187,7 +208,6 @@ def buckets(
     frame = frame.reset_index(drop=True)
 
     coco, root = candidates_coco(frame, layouts, scores_path, score, Path(image_root) if image_root else None)
-    names = bucket_names(edges, mode, open_ends)
     if mode == "thresholds":
         members = {name: frame.index[frame[score] >= edge] for name, edge in zip(names, edges)}
     else:
@@ -200,9 +220,8 @@ def buckets(
         index = members[name]
         ids = {coco["images"][i]["id"] for i in index}
         subset = subset_coco(coco, ids, f"clis bench buckets: {score} {name}")
-        safe = re.sub(r"[^0-9A-Za-z.\-]+", "_", name.replace(">=", "ge").replace("<", "lt").replace(">", "gt"))
-        file_name = f"{mode[:-1]}_{safe}.json"
-        (out_dir / file_name).write_text(json.dumps(subset) + "\n", encoding="utf-8")
+        file_name = coco_file_name(mode, name)
+        (out_dir / file_name).write_text(dumps(subset) + "\n", encoding="utf-8")
         part = frame.loc[index]
         est = mean(part[score], bootstrap) if len(part) else Estimate(None)
         lo, hi = _bounds(names, edges, mode, open_ends, position)
@@ -214,9 +233,9 @@ def buckets(
                                       "n_instances": {"value": len(subset["annotations"])}},
                               coco_file=file_name))
     table = pd.DataFrame.from_records(summary)
-    table.to_csv(out_dir / "buckets.csv", index=False)
+    write_csv_frame(table, out_dir / "buckets.csv")
     # The user fills in the metric column after training one detector per subset.
-    table[["bucket", "lo", "hi", "n_images"]].assign(metric="").to_csv(out_dir / "downstream_template.csv", index=False)
+    write_csv_frame(table[["bucket", "lo", "hi", "n_images"]].assign(metric=""), out_dir / "downstream_template.csv")
 
     figures = plots.histogram_with_edges(frame[score], edges, score, out_dir) if plot else []
     result = BenchResult(
@@ -253,6 +272,16 @@ _THRESHOLD = re.compile(r"^\s*(?:>=|≥|>)?\s*(?P<t>-?\d+(?:\.\d+)?)\s*$")
 def bucket_position(table: pd.DataFrame, path: str | os.PathLike) -> pd.Series:
     """The x of each row: the bucket's midpoint (``lo``/``hi`` columns or a ``70-75`` label),
     the ``threshold``, or else the order of first appearance of the ``bucket`` label."""
+    positions = _positions(table, path)
+    # A label of 400 digits reads as inf, and an inf midpoint makes every correlation NaN.
+    bad = ~np.isfinite(positions.to_numpy(dtype=float))
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise InputError(f"{path}: row {i + 1}: the bucket's score is not a finite number")
+    return positions
+
+
+def _positions(table: pd.DataFrame, path: str | os.PathLike) -> pd.Series:
     if {"lo", "hi"} <= set(table.columns) and (table["lo"].astype(str).str.strip() != "").all() \
             and (table["hi"].astype(str).str.strip() != "").all():
         return (numeric_column(table, "lo", path) + numeric_column(table, "hi", path)) / 2
@@ -298,6 +327,7 @@ def downstream(
     """Analyse the accuracy measured per bucket; write ``result.json`` and the bucket figure."""
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
+    check_study_paths(out_dir, {"RESULTS": results_path}, ["result.json", *plot_files("downstream")])
     table = read_table(results_path)
     if by is not None:
         require_columns(table, [by], results_path)

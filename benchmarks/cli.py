@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from clis.errors import ClisError, InputError
 
@@ -31,7 +32,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 OutOption = typer.Option(..., "--out", "-o", help="Folder for result.json and the plots.")
-BootstrapOption = typer.Option(1000, "--bootstrap", min=50, help="Bootstrap resamples per interval.")
+BootstrapOption = typer.Option(1000, "--bootstrap", min=50, help="Bootstrap resamples per interval (at most 100000).")
 ConfidenceOption = typer.Option(0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals.")
 SeedOption = typer.Option(0, "--seed", help="Seed of the bootstrap (and of random corruptions).")
 NoPlotOption = typer.Option(False, "--no-plot", help="Skip the seaborn figures.")
@@ -51,12 +52,12 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _cell(interval) -> str:
+def _cell(interval) -> Text:
     if interval is None:
-        return ""
+        return Text("")
     if interval.ci_low is None or interval.ci_high is None:
-        return _fmt(interval.value)
-    return f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]"
+        return Text(_fmt(interval.value))
+    return Text(f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]")
 
 
 def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = None, note: str = "") -> None:
@@ -66,12 +67,14 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
     keys = [m.key for m in result.metrics if any(m.key in r.values for r in result.rows)]
     if only is not None:
         keys = [key for key in keys if key in only]
-    labels = {m.key: m.label for m in result.metrics}
-    table = Table(title=f"clis bench {result.study}")
+    # Row names (generators, --by groups) and labels (a --metric column) are the user's text:
+    # as Text they print as written, "no[red]such" with its brackets, "[/x]" without a MarkupError.
+    labels = {m.key: Text(m.label) for m in result.metrics}
+    table = Table(title=Text(f"clis bench {result.study}"))
     if len(keys) > 4:
         table.add_column("metric", style="bold")
         for row in result.rows:
-            table.add_column(row.name, justify="right")
+            table.add_column(Text(row.name), justify="right")
         for key in keys:
             table.add_row(labels[key], *[_cell(row.values.get(key)) for row in result.rows])
     else:
@@ -83,10 +86,10 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
             # What a row's n counts depends on the study: pairs, measured points or images.
             extra = row.model_extra or {}
             n = extra.get("n_pairs", extra.get("n_points", row.n_images))
-            table.add_row(row.name, _fmt(n), *[_cell(row.values.get(key)) for key in keys])
+            table.add_row(Text(row.name), _fmt(n), *[_cell(row.values.get(key)) for key in keys])
     console.print(table)
     if note:
-        console.print(note, highlight=False)
+        console.print(note, highlight=False, markup=False)
     # Paths are the user's text: printed as they are, never read as rich markup.
     console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""),
                   markup=False)
@@ -95,7 +98,10 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
 def _run(func, out: Path, *args, printer=print_result, **kwargs) -> None:
     """Run a study; user errors become one line and exit code 2 (also under CliRunner).
 
-    ``out`` is checked first: a study may score for minutes before it writes there."""
+    ``out`` is checked first: a study may score for minutes before it writes there. Each
+    study then checks its output files against its inputs before any work
+    (:func:`benchmarks.results.check_study_paths`); options are parsed inside ``func``, so
+    their errors are one line here too."""
     try:
         if out.exists() and not out.is_dir():
             raise InputError(f"{out}: --out names a file; it must be a folder (for result.json and the plots)")
@@ -114,6 +120,13 @@ def print_corrupt_result(result: BenchResult, out: Path) -> None:
             f"{out / 'result.json'} (tables.per_kind, tables.per_level); every scored variant: "
             f"{out / (getattr(result, 'variants_file', None) or 'variants.csv')}")
     print_result(result, out, only=["accuracy", "tau"], note=note)
+    failed = result.settings.get("failed_images") or []
+    if failed:
+        # One line however many failed: the list is in the result file.
+        first = " ".join(str(failed[0].get("error")).split())
+        err_console.print(f"warning: {len(failed)} of {result.settings.get('n_images')} images could not be read and "
+                          f"are left out of every figure (first: {first}); all of them: "
+                          f"{out / 'result.json'} (settings.failed_images)", markup=False)
 
 
 @app.command()
@@ -132,8 +145,8 @@ def correlate(
     """Spearman, Kendall and Pearson between each score and a target, with bootstrap intervals."""
     from benchmarks.correlate import correlate as run
 
-    _run(run, out, scores, targets, out, target=target, by=by, aggregate=aggregate,
-         bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+    _run(lambda: run(scores, targets, out, target=target, by=by, aggregate=aggregate,
+                     bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot), out)
 
 
 @app.command()
@@ -152,8 +165,8 @@ def pairwise(
     """Agreement of each score with human A/B choices, with Wilson (or bootstrap) intervals."""
     from benchmarks.pairwise import pairwise as run
 
-    _run(run, out, scores, preferences, out, score_ties=score_ties, tie_tolerance=tie_tolerance, by=by,
-         bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot)
+    _run(lambda: run(scores, preferences, out, score_ties=score_ties, tie_tolerance=tie_tolerance, by=by,
+                     bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot), out)
 
 
 @app.command()
@@ -175,14 +188,9 @@ def buckets(
     """Split scored candidates into score buckets, one COCO subset each, ready to train a detector."""
     from benchmarks.buckets import buckets as run, parse_edges
 
-    try:
-        parsed = parse_edges(edges)
-    except ClisError as exc:
-        err_console.print(f"error: {exc}", markup=False)
-        raise typer.Exit(exc.exit_code) from None
-    _run(run, out, scores, layouts, out, edges=parsed, score=score, mode=mode, open_ends=open_ends,
-         best_only=best_only, image_root=image_root, bootstrap=_bootstrap(bootstrap, confidence, seed),
-         plot=not no_plot)
+    _run(lambda: run(scores, layouts, out, edges=parse_edges(edges), score=score, mode=mode, open_ends=open_ends,
+                     best_only=best_only, image_root=image_root, bootstrap=_bootstrap(bootstrap, confidence, seed),
+                     plot=not no_plot), out)
 
 
 @app.command()
@@ -199,8 +207,8 @@ def downstream(
     """Correlate the downstream accuracy per bucket with the bucket's score; draw the bucket figure."""
     from benchmarks.buckets import downstream as run
 
-    _run(run, out, results, out, metric=metric, by=by, bootstrap=_bootstrap(bootstrap, confidence, seed),
-         plot=not no_plot)
+    _run(lambda: run(results, out, metric=metric, by=by, bootstrap=_bootstrap(bootstrap, confidence, seed),
+                     plot=not no_plot), out)
 
 
 def _score_settings(config: Optional[Path], image_model: Optional[str], detector: Optional[str],
@@ -292,7 +300,7 @@ def print_layouts_result(result: BenchResult, out: Path) -> None:
 
     console.print(summary_table(result))
     if line := tau_line(result):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     files = [f"{out / 'result.json'}", f"{out / (getattr(result, 'pairs_file', None) or 'pairs.csv')}"]
     console.print(f"result: {files[0]}  pairs: {files[1]}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""),
                   markup=False)

@@ -27,10 +27,12 @@ import pandas as pd
 
 from benchmarks import plots
 from benchmarks.join import check_scores_unique
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, relative_path, scorer_provenance, write_result, models_from_manifest
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, models_from_manifest,
+                                plot_files, relative_path, scorer_provenance, write_result)
 from benchmarks.scorefile import read_scores, scored
-from benchmarks.stats import BootstrapConfig, Clusters, best_of_n_gain, pooled_mean, pooled_median
+from benchmarks.stats import BootstrapConfig, Clusters, best_of_n_gain, check_finite, pooled_mean, pooled_median
 from clis.errors import InputError
+from clis.outputs import write_csv_frame
 
 SCORES_NAME = "scores.jsonl"
 
@@ -105,6 +107,8 @@ def compare(
     """Run the comparison; write ``result.json``, ``compare.csv`` and the plot into ``out_dir``."""
     if len(generators) < 1:
         raise InputError("compare: name at least one generator as NAME=PATH")
+    check_finite("--min-instance", min_instance)
+    check_finite("--min-layout", min_layout)
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
     layouts_path = Path(layouts_path) if layouts_path else None
@@ -113,6 +117,26 @@ def compare(
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InputError(f"compare: generator name {duplicate!r} is used twice")
+    inputs: dict[str, Path | None] = {"--layouts": layouts_path}
+    to_score = []  # folders without scores: scored into <out>/<name>/scores.jsonl
+    for name, path in parsed:
+        inputs[f"generator {name!r}"] = path
+        if path.is_dir():
+            if (path / SCORES_NAME).is_file():
+                inputs[f"generator {name!r} ({SCORES_NAME})"] = path / SCORES_NAME
+            else:
+                # The name becomes a folder under --out: "../x" would write outside it.
+                if name in (".", "..") or any(c in name for c in "/\\\0"):
+                    raise InputError(f"generator {name!r}: {path} is scored into <out>/NAME/{SCORES_NAME}, so NAME "
+                                     "must be a plain folder name (no '/', '\\', '.' or '..')")
+                to_score.append(f"{name}/{SCORES_NAME}")
+    check_study_paths(out_dir, inputs, ["result.json", "compare.csv", *plot_files("compare"), *to_score])
+    if layouts_path is not None:
+        from clis.formats import read_layouts
+
+        # An unusable layouts file is refused now, not after the scorer has loaded its models;
+        # invalid layouts among valid ones become error records when their folder is scored.
+        read_layouts(layouts_path)
 
     holder: dict[str, Any] = {"scorer": scorer}
 
@@ -157,7 +181,7 @@ def compare(
         ))
     table = pd.DataFrame.from_records(records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "compare.csv", index=False)
+    write_csv_frame(table, out_dir / "compare.csv")  # generator names and paths are the user's text
 
     figures: list[str] = []
     if plot:

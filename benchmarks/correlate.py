@@ -29,7 +29,8 @@ import pandas as pd
 
 from benchmarks import plots
 from benchmarks.join import ImageMatcher, check_scores_unique, check_unique, numeric_column, read_table, require_columns
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result, models_from_manifest
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, models_from_manifest,
+                                plot_files, write_result)
 from benchmarks.scorefile import SCORE_LABELS, present_score_columns, read_scores, scored
 from benchmarks.stats import CORRELATION_METHODS, BootstrapConfig, correlations
 from clis.errors import InputError
@@ -172,6 +173,7 @@ def correlate(
     """Run the study, write ``<out_dir>/result.json`` (+ plots) and return the result."""
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
+    check_study_paths(out_dir, {"SCORES": scores_path, "TARGETS": targets_path}, ["result.json", *plot_files("correlate")])
     scores = read_scores(scores_path)
     targets = read_table(targets_path)
     target = _pick_target(targets, target, by, targets_path)

@@ -32,11 +32,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks import plots
 from benchmarks.corruptions import CORRUPTIONS, LEVELS, NotApplicable, apply, target_object
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, scorer_provenance, write_result
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, plot_files,
+                                scorer_provenance, write_result)
 from benchmarks.scorefile import SCORE_COLUMNS, SCORE_LABELS, present_score_columns, record_to_row, records_frame
-from benchmarks.stats import BootstrapConfig, Clusters, mean, pooled_mean, rate, severity_tau
+from benchmarks.stats import BootstrapConfig, Clusters, check_finite, mean, pooled_mean, rate, severity_tau
 from clis.errors import InputError
+from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageReadError, open_image
 from clis.layout import Layout
+from clis.outputs import write_csv_frame
 
 
 def progress_bar(console: Console | None = None) -> Progress:
@@ -95,15 +98,17 @@ def score_variants(
     """Score clean and corrupted versions of every pair; one row per (image, kind, level)."""
     meta: list[dict[str, Any]] = []  # one entry per variant sent to the scorer, in order
     failed: list[dict[str, Any]] = []
+    max_pixels = getattr(getattr(scorer, "config", None), "max_pixels", None) or DEFAULT_MAX_PIXELS
 
     def generate():
         for index, (path, layout) in enumerate(pairs):
             try:
-                with Image.open(path) as handle:
-                    image = handle.convert("RGB")
-            except (OSError, ValueError) as exc:
+                # As clis score reads images: a decompression bomb, a truncated or fake file, or
+                # one past the scorer's pixel limit is this image's failure, not the study's.
+                image = open_image(path, max_pixels)
+            except ImageReadError as exc:
                 failed.append({"source": str(path), "layout_id": layout.id, "kind": "clean", "level": 0,
-                               "error": f"{path}: cannot open image: {exc}"})
+                               "error": str(exc)})
                 continue
             for variant in make_variants(image, layout, kinds, seed + index):
                 meta.append({"source": str(path), "layout_id": layout.id, "kind": variant["kind"],
@@ -220,8 +225,12 @@ def corrupt(
     unknown = [k for k in kinds if k not in CORRUPTIONS]
     if unknown:
         raise InputError(f"unknown corruption {unknown[0]!r}; use any of {', '.join(CORRUPTIONS)}")
+    check_finite("--tie-tolerance", tie_tolerance, minimum=0.0)
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
+    check_study_paths(out_dir, {"IMAGES": images_dir, "LAYOUTS": layouts_path},
+                      ["result.json", "variants.csv", *plot_files("corrupt", "corrupt_accuracy")],
+                      folders=["variants"] if save_images else [])
     pairs = load_clean_pairs(images_dir, layouts_path, max_images)
     if scorer is None:
         from clis.scorer import ScoreConfig, Scorer
@@ -232,8 +241,15 @@ def corrupt(
     frame = score_variants(scorer, pairs, kinds, bootstrap.seed,
                            save_dir=out_dir / "variants" if save_images else None, console=console)
     models, scorer_record = scorer_provenance(scorer)  # after scoring: it lists the texts CLIP truncated
+    unreadable = frame[(frame["kind"] == "clean") & frame["error"].notna() & ~frame["source"].isin(
+        frame.loc[frame["error"].isna(), "source"])]
+    failed_images = [{"image": str(r["source"]), "layout_id": str(r["layout_id"]), "error": str(r["error"])}
+                     for _, r in unreadable.iterrows()]
+    if len(failed_images) == len(pairs):
+        raise InputError(f"{images_dir}: none of the {len(pairs)} images could be scored "
+                         f"(first: {failed_images[0]['error']})")
     keep = ["source", "layout_id", "target", "kind", "level", "error", *SCORE_COLUMNS]
-    frame[[c for c in keep if c in frame]].to_csv(out_dir / "variants.csv", index=False)
+    write_csv_frame(frame[[c for c in keep if c in frame]], out_dir / "variants.csv")
     columns = present_score_columns(frame[frame["error"].isna()])
     per_kind, per_level, ladders = sensitivity_tables(frame, columns, kinds, bootstrap, tie_tolerance)
 
@@ -281,7 +297,8 @@ def corrupt(
         scorer=scorer_record,
         settings={**bootstrap.settings(), "kinds": kinds, "levels": list(LEVELS), "tie_tolerance": tie_tolerance,
                   "severities": {k: {"values": list(CORRUPTIONS[k].severities), "unit": CORRUPTIONS[k].unit} for k in kinds},
-                  "n_images": len(pairs), "n_variants_scored": int(len(frame) - n_failed), "n_failed": n_failed},
+                  "n_images": len(pairs), "n_variants_scored": int(len(frame) - n_failed), "n_failed": n_failed,
+                  "n_failed_images": len(failed_images), "failed_images": failed_images},
         metrics=_metrics(kinds),
         rows=rows,
         tables={"per_kind": per_kind.to_dict(orient="records"), "per_level": per_level.to_dict(orient="records")},

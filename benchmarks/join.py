@@ -9,23 +9,26 @@ exactly one candidate ends that way.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from clis.errors import InputError
+from clis.jsonio import read_text
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV file with a header row; ids stay strings."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    # One line for a missing, non-regular (/dev/zero, a FIFO), oversized or binary file.
+    text = read_text(path, "CSV table")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
@@ -43,16 +46,24 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: str | os.
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: str | os.PathLike) -> pd.Series:
-    """``frame[column]`` as floats; a cell that is not a number is an error naming its row.
+    """``frame[column]`` as floats; a cell that is not a finite number is an error naming its row.
 
     Row numbers count data rows from 1 after the header, as a spreadsheet shows them + 1.
     """
-    values = pd.to_numeric(frame[column].astype(str).str.strip(), errors="coerce")
-    bad = values.isna()
+    values = pd.to_numeric(frame[column].astype(str).str.strip(), errors="coerce").astype(float)
+    # inf, -inf and 1e309 parse as numbers but would turn every correlation into NaN.
+    bad = ~np.isfinite(values.to_numpy())
     if bad.any():
-        i = int(bad.to_numpy().nonzero()[0][0])
-        raise InputError(f"{path}: row {i + 1}, column {column!r}: {frame[column].iloc[i]!r} is not a number")
-    return values.astype(float)
+        i = int(bad.nonzero()[0][0])
+        what = "is not a number" if np.isnan(values.iloc[i]) else "is not a finite number"
+        raise InputError(f"{path}: row {i + 1}, column {column!r}: {_cell_text(frame[column].iloc[i])} {what}")
+    return values
+
+
+def _cell_text(value: object, limit: int = 60) -> str:
+    """A cell as it is quoted in one-line errors: a 5,000-digit cell is cut, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(str(value)):,} characters)"
 
 
 def check_unique(values: pd.Series, column: str, path: str | os.PathLike) -> None:

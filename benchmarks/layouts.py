@@ -57,12 +57,13 @@ from rich.table import Table
 from scipy import stats as sps
 
 from benchmarks.layout_twins import CORRUPTIONS, DESCRIPTIONS, SEVERITIES, UNITS, Twin, format_severity, make_twins
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, model_specs, write_result
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, model_specs, plot_files,
+                                write_result)
 from benchmarks.stats import BootstrapConfig, Clusters, mean, pooled_mean, rate
 from clis import __version__
 from clis.errors import InputError
 from clis.layout import Layout
-from clis.outputs import csv_safe_frame
+from clis.outputs import write_csv_frame
 
 SOURCES = ("clis_l", "llm", "geometry", "pair_prior")
 SOURCE_LABELS = {"clis_l": "CLIS-L", "llm": "LLM", "geometry": "geometry", "pair_prior": "pair prior"}
@@ -378,7 +379,7 @@ def write_pairs(frame: pd.DataFrame, sources: Sequence[str], path: Path) -> Path
     """``pairs.csv``: the pair table with the present sources, text cells neutralised."""
     columns = [c for c in frame.columns if not any(c.endswith(f"_{s}") for s in SOURCES)]
     columns += [f"{p}_{s}" for s in sources for p in ("real", "twin", "margin")]
-    csv_safe_frame(frame[columns]).to_csv(path, index=False)
+    write_csv_frame(frame[columns], path)
     return path
 
 
@@ -505,6 +506,8 @@ def layouts_study(
     parsed = subset if isinstance(subset, dict) else parse_subset(subset)
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
+    check_study_paths(out_dir, {"LAYOUTS": layouts_path, "--config": (score_options or {}).get("config")},
+                      ["result.json", "pairs.csv", *plot_files("layouts_win_rate", "layouts_scores", "layouts_severity")])
 
     report = read_layouts(layouts_path)  # LayoutFileError (one line, exit 2) for an unusable file
     selected, counts = select_layouts(report.layouts, parsed, min_objects, max_objects, min_labels, limit)

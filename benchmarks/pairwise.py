@@ -37,9 +37,10 @@ import pandas as pd
 
 from benchmarks import plots
 from benchmarks.join import ImageMatcher, check_scores_unique, read_table, require_columns
-from benchmarks.results import BenchResult, MetricDef, ResultRow, input_ref, write_result, models_from_manifest
+from benchmarks.results import (BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, models_from_manifest,
+                                plot_files, write_result)
 from benchmarks.scorefile import SCORE_LABELS, present_score_columns, read_scores
-from benchmarks.stats import BootstrapConfig, Estimate, rate
+from benchmarks.stats import BootstrapConfig, Estimate, check_finite, rate
 from clis.errors import InputError
 
 TIE_POLICIES = ("drop", "loss", "half")
@@ -121,8 +122,11 @@ def pairwise(
     """Run the study, write ``<out_dir>/result.json`` (+ plots) and return the result."""
     if score_ties not in TIE_POLICIES:
         raise InputError(f"unknown score-ties policy {score_ties!r}; use one of {', '.join(TIE_POLICIES)}")
+    check_finite("--tie-tolerance", tie_tolerance, minimum=0.0)
     out_dir = Path(out_dir)
     result_path = out_dir / "result.json"
+    check_study_paths(out_dir, {"SCORES": scores_path, "PREFERENCES": preferences_path},
+                      ["result.json", *plot_files("pairwise")])
     scores = read_scores(scores_path)
     check_scores_unique(scores, scores_path)
     raw = read_table(preferences_path)

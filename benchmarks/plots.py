@@ -6,6 +6,7 @@ wrote (relative to ``out_dir``), which go into the result's ``figures`` list.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -21,6 +22,20 @@ import seaborn as sns  # noqa: E402
 sns.set_theme(style="whitegrid", context="notebook")
 
 
+def _plain_text(draw):
+    """Draw with mathtext off: generator names, --by groups and column names are the user's
+    text, and one holding ``$`` (``gen$1``, ``$\\bad{$``) would be parsed as TeX, which fails
+    inside savefig (a ValueError after the study ran). The rcParam is read as each text is
+    made, so it must hold while the figure is drawn and saved, not only at savefig."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
 def save(fig: plt.Figure, out_dir: str | os.PathLike, stem: str) -> list[str]:
     """Write ``<stem>.png`` and ``<stem>.svg`` and close the figure."""
     out_dir = Path(out_dir)
@@ -33,6 +48,7 @@ def save(fig: plt.Figure, out_dir: str | os.PathLike, stem: str) -> list[str]:
     return names
 
 
+@_plain_text
 def scatter_fit(data: pd.DataFrame, target: str, out_dir: str | os.PathLike, hue: str | None = None) -> list[str]:
     """One panel per score column: target vs score with a least-squares fit and its band.
 
@@ -49,6 +65,7 @@ def scatter_fit(data: pd.DataFrame, target: str, out_dir: str | os.PathLike, hue
     return save(grid.figure, out_dir, "correlate")
 
 
+@_plain_text
 def interval_points(
     data: pd.DataFrame, x: str, y: str, out_dir: str | os.PathLike, stem: str, *,
     hue: str | None = None, reference: float | None = None, xlabel: str | None = None,
@@ -80,6 +97,7 @@ def interval_points(
     return save(fig, out_dir, stem)
 
 
+@_plain_text
 def severity_lines(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str]:
     """Mean score (as a change from the clean image) against severity, one panel per kind.
 
@@ -97,6 +115,7 @@ def severity_lines(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str]:
     return save(grid.figure, out_dir, "corrupt")
 
 
+@_plain_text
 def histogram_with_edges(values: pd.Series, edges: list[float], score: str, out_dir: str | os.PathLike) -> list[str]:
     """Distribution of a score with the bucket edges marked."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -108,6 +127,7 @@ def histogram_with_edges(values: pd.Series, edges: list[float], score: str, out_
     return save(fig, out_dir, "buckets")
 
 
+@_plain_text
 def bucket_bars(data: pd.DataFrame, metric: str, out_dir: str | os.PathLike, series: str | None = None) -> list[str]:
     """The paper's bucket figure: downstream metric per score bucket, bars in bucket order."""
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * data["bucket"].nunique() + 2), 3.4))
@@ -124,6 +144,7 @@ def bucket_bars(data: pd.DataFrame, metric: str, out_dir: str | os.PathLike, ser
     return save(fig, out_dir, "downstream")
 
 
+@_plain_text
 def accuracy_heatmap(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str]:
     """Pairwise accuracy (clean beats corrupted) per score and corruption kind."""
     table = data.pivot(index="score_name", columns="kind", values="accuracy")

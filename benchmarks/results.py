@@ -24,13 +24,15 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clis import __version__
 from clis.discovery import is_image_file
-from clis.errors import InputError
+from clis.errors import ClisError, InputError
+from clis.jsonio import JSONError, dumps, loads, read_json, read_text
+from clis.outputs import check_paths
 
 SCHEMA = "clis.bench/1"
 KNOWN_SCHEMAS = (SCHEMA,)
@@ -102,6 +104,33 @@ class BenchResult(BaseModel):
     scorer: dict[str, Any] | None = None
 
 
+def check_study_paths(
+    out_dir: str | os.PathLike,
+    inputs: Mapping[str, str | os.PathLike | None],
+    files: Iterable[str],
+    folders: Iterable[str] = (),
+) -> None:
+    """Before any work: ``out_dir`` must be a folder (or nothing yet) that can be written, and
+    none of the ``files`` (and ``folders``) a study writes into it may be one of its
+    ``inputs`` (``{"SCORES": path, ...}``) or a folder, a device or unwritable.
+
+    ``bench correlate out/result.json ...`` would otherwise replace its own scores file with
+    the result, after the whole study ran."""
+    out_dir = Path(out_dir)
+    named = {flag: Path(p) for flag, p in inputs.items() if p is not None}
+    check_paths(inputs=named, folders={"--out": out_dir})  # the folder itself first: its message is the clearest
+    check_paths(
+        inputs=named,
+        outputs={f"--out ({name})": out_dir / name for name in files},
+        folders={"--out": out_dir, **{f"--out ({name})": out_dir / name for name in folders}},
+    )
+
+
+def plot_files(*stems: str) -> list[str]:
+    """The files :func:`benchmarks.plots.save` writes for these figure stems."""
+    return [f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")]
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -169,7 +198,7 @@ def write_result(result: BenchResult, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _json_safe(result.model_dump(mode="python", by_alias=True))
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(dumps(data, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)  # readers never see half a file
     return path
 
@@ -177,14 +206,14 @@ def write_result(result: BenchResult, path: str | os.PathLike) -> Path:
 def read_result(path: str | os.PathLike) -> BenchResult:
     """Read a result file; a missing file, bad JSON or an unknown schema is an ``InputError``."""
     path = Path(path)
+    # Missing, non-regular (a FIFO), oversized or binary: one InputError naming the file.
+    text = read_text(path, "result file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: result file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+        data = loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except JSONError as exc:  # NaN, Infinity, 100k-deep nesting, 5000-digit integers
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a result file holds one JSON object, found {type(data).__name__}")
     schema = data.get("schema")
@@ -206,11 +235,14 @@ def models_from_manifest(scores_path: str | os.PathLike) -> dict[str, Any]:
     A result should say which models produced the scores it analyses.
     """
     path = Path(f"{scores_path}.manifest.json")
-    try:
-        models = json.loads(path.read_text(encoding="utf-8")).get("models") or {}
-    except (OSError, ValueError, AttributeError):
+    if not path.exists():
         return {}
-    return model_specs(models)
+    try:
+        # read_json refuses a FIFO (which would block forever) or a 100k-deep file in one line.
+        models = read_json(path, "manifest").get("models") or {}
+        return model_specs(models)
+    except (ClisError, AttributeError):
+        return {}
 
 
 def model_specs(models: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from clis.errors import InputError
+from clis.jsonio import JSONError, loads, read_text
 
 # Score columns in display order: the composite first, then what it is built from.
 SCORE_COLUMNS = ("clis", "clis_i", "clis_l", "global", "region", "grounding", "detection_iou", "found_rate")
@@ -110,23 +111,34 @@ def record_to_row(record: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a scores.jsonl file; errors name the file, the line and the field."""
+    """Read a scores.jsonl file; errors name the file, the line and the field.
+
+    A file that lists one image twice (two runs appended to one file) is refused: every
+    study would count that candidate twice."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: scores file not found")
+    # One line for a missing, non-regular (/dev/zero, a FIFO), oversized or binary file.
+    text = read_text(path, "scores file")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{where}: expected a JSON object per line")
-            rows.append(record_to_row(record, where))
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc.msg})") from None
+        except JSONError as exc:  # NaN, Infinity, 1e309, 100k-deep nesting, 5000-digit integers
+            raise InputError(f"{where}: {exc}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a JSON object per line")
+        row = record_to_row(record, where)
+        image = row["image"]
+        if image in first_line:
+            raise InputError(f"{path}: image {image!r} is scored twice (lines {first_line[image]} and {lineno}); "
+                             "a scores file holds one record per image (did two runs write into it?)")
+        first_line[image] = lineno
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: no score records")
     return records_frame(rows)

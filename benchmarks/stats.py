@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -27,11 +28,31 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats
 
+from clis.errors import InputError
+
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
 
 # The smallest sample a correlation or its bootstrap is computed on: below it a resample
 # is constant too often and the interval means nothing.
 MIN_CORRELATION_N = 3
+
+# The most resamples one interval may draw (``--bootstrap``): far past what an interval's
+# ends need, while each resample still costs a Python call; 10**8 of them ran out of memory.
+MAX_RESAMPLES = 100_000
+
+# The most values one batch of resamples holds (rows x sample size): 2**22 floats is 32 MiB.
+_BATCH_VALUES = 2**22
+
+
+def check_finite(flag: str, value: float, minimum: float | None = None) -> float:
+    """``value`` of option ``flag``, refused as one line when it is NaN, infinite or below
+    ``minimum``: a NaN threshold fails every comparison and an infinite one passes (or fails)
+    them all, so the study would run and report nothing meaningful."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{flag} {value}: must be a finite number")
+    if minimum is not None and value < minimum:
+        raise InputError(f"{flag} {value}: must be at least {minimum:g}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,18 @@ class BootstrapConfig:
     # BCa corrects for bias and skew; when it cannot (a degenerate jackknife), the
     # percentile interval is used instead (see ``bootstrap_interval``).
     method: str = "BCa"
+
+    def __post_init__(self) -> None:
+        # Checked here rather than by the CLI alone, so a study never starts with a config
+        # that would exhaust memory or yield NaN intervals.
+        n = self.n_resamples
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_RESAMPLES:
+            raise InputError(f"--bootstrap {n}: give a whole number of resamples from 1 to {MAX_RESAMPLES:,} "
+                             "per interval (the default is 1,000)")
+        level = self.confidence
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) \
+                or not 0 < level < 1:
+            raise InputError(f"--confidence {level}: give a finite level between 0 and 1, such as 0.95")
 
     def settings(self) -> dict:
         return {
@@ -91,6 +124,9 @@ def bootstrap_interval(
     is returned rather than a made-up interval.
     """
     methods = [config.method] if config.method == "percentile" else [config.method, "percentile"]
+    # Both the resamples (n_resamples x n) and BCa's jackknife (n x n-1) are made in batches of
+    # this many rows: unbatched, 6,000 values took 0.9 GB and 100,000 would need 80 GB.
+    batch = max(1, _BATCH_VALUES // max((np.size(d) for d in data), default=1))
     for method in methods:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -98,6 +134,7 @@ def bootstrap_interval(
                 tuple(np.asarray(d, dtype=float) for d in data),
                 statistic,
                 n_resamples=config.n_resamples,
+                batch=batch,
                 confidence_level=config.confidence,
                 method=method,
                 paired=paired,
