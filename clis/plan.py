@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.layout import Layout, label_from_object_name
 from clis.planning.backends import BackendError, ChatBackend
@@ -81,6 +81,9 @@ def read_concepts(data: Any, source: str = "<concepts>", count: int = 1, strict:
     """
     if not isinstance(data, list):
         raise InputError(f"{source}: top level: expected a JSON list of concept sets")
+    if not data:
+        # An empty plan would still write an empty layouts file and exit 0, hiding the mistake.
+        raise InputError(f"{source}: top level: no concept sets (expected a non-empty JSON list)")
     sets = []
     for i, item in enumerate(data):
         try:
@@ -91,7 +94,31 @@ def read_concepts(data: Any, source: str = "<concepts>", count: int = 1, strict:
             sets.append(ConceptSet(index=i, labels=[], error=str(exc)))
     if sets and all(s.error for s in sets):
         raise InputError(sets[0].error + (f" (and {len(sets) - 1} more bad concept sets)" if len(sets) > 1 else ""))
+    _refuse_repeated_ids(sets, source)
     return sets
+
+
+def _refuse_repeated_ids(sets: Sequence[ConceptSet], source: str) -> None:
+    """Two sets with one prefix would write the same layout ids, which every later command refuses.
+
+    Refused, not renamed: the prefix is the user's own ``id`` (default ones hold the set's index
+    and never meet), so only the user knows which set should be called what. Layout ids are
+    ``PREFIX-SLOT`` with a digits-only slot, so two sets share a layout id exactly when they
+    share a prefix, whatever their counts.
+    """
+    first: dict[str, ConceptSet] = {}
+    for concept_set in sets:
+        if concept_set.error is not None:
+            continue
+        other = first.setdefault(concept_set.prefix, concept_set)
+        if other is not concept_set:
+            names = " and ".join(
+                f"id {s.name!r}" if s.name else f"the default prefix {s.prefix!r}" for s in (other, concept_set)
+            )
+            raise InputError(
+                f"{source}: concept sets [{other.index}] and [{concept_set.index}] both make layout id "
+                f"{concept_set.prefix + '-0'!r} ({names}); give each set its own 'id'"
+            )
 
 
 def _concept_set(i: int, item: Any, source: str, count: int) -> ConceptSet:
@@ -118,13 +145,7 @@ def _concept_set(i: int, item: Any, source: str, count: int) -> ConceptSet:
 
 def load_concepts(path: str | Path, count: int = 1, strict: bool = True) -> list[ConceptSet]:
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: concepts file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read concepts JSON: {exc}") from None
-    return read_concepts(data, str(path), count, strict=strict)
+    return read_concepts(jsonio.read_json(path, "concepts file"), str(path), count, strict=strict)
 
 
 def _seed(base: int, *parts: Any) -> int:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -30,6 +31,29 @@ from clis.errors import InputError
 from clis.layout import Layout
 
 DEFAULT_SIZE = 512
+# The canvas cap of ``clis generate --max-pixels``: the figure ``clis score --max-pixels`` caps
+# images at (clis.image_score.images.DEFAULT_MAX_PIXELS, which imports torch with its package;
+# a test keeps the two equal). One RGB canvas of it is 120 MB; 100000x100000 would be 30 GB.
+MAX_PIXELS = 40_000_000
+
+
+def check_canvas(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse, as one-line InputError, a canvas with no pixels or more than ``max_pixels``.
+
+    >>> check_canvas(100_000, 100_000)
+    Traceback (most recent call last):
+    ...
+    clis.errors.InputError: --width x --height 100000x100000 = 10000000000 pixels exceeds the limit of 40000000 (raise it with --max-pixels)
+    """
+    if max_pixels < 1:
+        raise InputError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if width <= 0 or height <= 0:
+        raise InputError(f"--width and --height must be positive, got {width}x{height}")
+    if width * height > max_pixels:
+        raise InputError(
+            f"--width x --height {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
+            "(raise it with --max-pixels)"
+        )
 
 
 def candidate_seeds(base_seed: int, layout_id: str, n: int) -> list[int]:
@@ -49,6 +73,13 @@ def candidate_seeds(base_seed: int, layout_id: str, n: int) -> list[int]:
         digest = hashlib.sha256(f"{base_seed}:{layout_id}:{k}".encode()).digest()
         seeds.append(int.from_bytes(digest[:4], "big") & 0x7FFFFFFF)
     return seeds
+
+
+def check_finite(flag: str, value: float | None) -> None:
+    """Refuse nan, inf and 1e309 for a float option: they would reach the pipeline as garbage
+    and make the manifest invalid JSON."""
+    if value is not None and not math.isfinite(value):
+        raise InputError(f"{flag} must be a finite number, got {value}")
 
 
 class GenerationError(Exception):

@@ -6,6 +6,7 @@ so that ``clis`` itself never imports ``generators``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +16,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from clis.formats import read_layouts
+from clis.outputs import OutputLock, check_paths
 
+from generators.base import MAX_PIXELS, check_canvas, check_finite
 from generators.registry import available_generators, create_generator
-from generators.runner import MANIFEST_NAME, generate_candidates
+from generators.runner import MANIFEST_NAME, generate_candidates, read_manifest
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -31,8 +34,12 @@ def generate(
     n: int = typer.Option(4, "--n", "-n", help="Candidates per layout."),
     seed: int = typer.Option(0, "--seed", help="Base seed; each candidate's seed derives from it, the layout id and k."),
     resume: bool = typer.Option(False, "--resume", help="Skip layouts whose candidates are already in the manifest."),
-    width: int = typer.Option(512, "--width", help="Image width in pixels."),
-    height: int = typer.Option(512, "--height", help="Image height in pixels."),
+    width: int = typer.Option(512, "--width", help="Image width in pixels (width x height at most --max-pixels)."),
+    height: int = typer.Option(512, "--height", help="Image height in pixels (width x height at most --max-pixels)."),
+    max_pixels: int = typer.Option(
+        MAX_PIXELS, "--max-pixels",
+        help="Largest canvas, width x height; a larger one is refused before any model loads (the cap of clis score).",
+    ),
     model: Optional[str] = typer.Option(None, "--model", help="gligen/sd: hub id or local folder of the pipeline."),
     steps: Optional[int] = typer.Option(None, "--steps", help="gligen/sd: denoising steps (default 50)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default 7.5)."),
@@ -65,11 +72,48 @@ def generate(
         instancediffusion_dir=instancediffusion_dir, instancediffusion_python=instancediffusion_python,
     )  # fmt: skip
     # width/height always have values; the other options are only passed when given.
+    # Everything that can be refused is refused here, before a model loads or a file is written.
+    check_finite("--guidance", guidance)
+    check_finite("--scheduled-sampling-beta", scheduled_sampling_beta)
+    check_canvas(width, height, max_pixels)
+    inputs = {"LAYOUTS": layouts, "--cutouts": cutouts, "--cutout-images": cutout_images, "--backgrounds": backgrounds}
+    check_paths(inputs=inputs, folders={"--out": out})
+    # Only once --out is known to be a folder, so that a file as --out is named as such.
+    check_paths(inputs=inputs, outputs={"--out": out / MANIFEST_NAME})
     report = read_layouts(layouts, strict=strict)
+    created = not out.exists()
+    try:
+        # The lock makes --out exist; a second run on it fails at once, before loading its model.
+        with OutputLock(out / MANIFEST_NAME):
+            if resume:
+                read_manifest(out)  # a broken manifest is refused before the model loads, not after
+            adapter = create_generator(generator, **options)
+            manifest = _run(adapter, generator, report, layouts, out, n, seed, resume)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only if still empty: a run that wrote nothing leaves no folder
+        raise
+    s = manifest["summary"]
+    console.print(
+        f"{s['done']}/{s['layouts']} layouts done ({s['resumed']} resumed), {s['failed']} failed, "
+        f"{s['images']} images in {out}; manifest: {out / MANIFEST_NAME}",
+        markup=False,
+    )
+    if report.invalid:
+        from clis.cli import warn
+        from clis.cli.score import invalid_layouts_warning
+
+        warn(invalid_layouts_warning(layouts, report.invalid))
+    if (s["layouts"] and s["done"] == 0) or report.invalid:
+        raise typer.Exit(1)
+
+
+def _run(adapter, generator: str, report, layouts: Path, out: Path, n: int, seed: int, resume: bool):
+    """The manifest of the run over ``report``'s layouts, and one line per failed layout."""
     layout_list = report.layouts
-    adapter = create_generator(generator, **options)
     if adapter.demo_only:
-        console.print(f"[yellow]note:[/] generator {generator!r} is for demos and tests only, not training data")
+        console.print(f"[yellow]note:[/] generator {escape(repr(generator))} is for demos and tests only, not training data")
     failures: list[str] = []
     progress = Progress(
         TextColumn("[bold]generate[/] {task.description}"),
@@ -82,7 +126,7 @@ def generate(
     )
     try:
         with progress:
-            task = progress.add_task(generator, total=len(layout_list) + len(report.invalid))
+            task = progress.add_task(escape(generator), total=len(layout_list) + len(report.invalid))
 
             def advance(layout_id: str, item: dict) -> None:
                 if item["status"] != "done":
@@ -97,18 +141,7 @@ def generate(
         adapter.close()
     for line in failures:
         console.print(f"[red]failed:[/] {escape(line)}", markup=True)
-    s = manifest["summary"]
-    console.print(
-        f"{s['done']}/{s['layouts']} layouts done ({s['resumed']} resumed), {s['failed']} failed, "
-        f"{s['images']} images in {out}; manifest: {out / MANIFEST_NAME}"
-    )
-    if report.invalid:
-        from clis.cli import warn
-        from clis.cli.score import invalid_layouts_warning
-
-        warn(invalid_layouts_warning(layouts, report.invalid))
-    if (s["layouts"] and s["done"] == 0) or report.invalid:
-        raise typer.Exit(1)
+    return manifest
 
 
 def register(app: typer.Typer) -> None:

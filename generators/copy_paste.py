@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.layout import Layout
 
@@ -105,10 +106,7 @@ class CutoutLibrary:
 
     @classmethod
     def from_coco(cls, path: Path, images_dir: str | Path | None, min_area: float) -> "CutoutLibrary":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: cannot read COCO cut-out source: {exc}") from None
+        data = jsonio.read_json(path, "COCO cut-out file")
         if not isinstance(data, dict):
             raise InputError(f"{path}: top level: a COCO file is a JSON object")
         for key in ("images", "annotations", "categories"):

@@ -12,7 +12,7 @@ from PIL import Image
 from clis.errors import InputError, ModelUnavailableError
 from clis.layout import Layout
 
-from generators.base import DEFAULT_SIZE, GeneratorAdapter
+from generators.base import DEFAULT_SIZE, GeneratorAdapter, check_finite
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
@@ -75,6 +75,7 @@ class DiffusersGenerator(GeneratorAdapter):
             raise InputError(f"--width and --height must be multiples of 8 for diffusion models, got {width}x{height}")
         if steps < 1:
             raise InputError(f"--steps must be >= 1, got {steps}")
+        check_finite("--guidance", guidance)
         self.model = model or self.default_model
         self.steps = int(steps)
         self.guidance = float(guidance)

@@ -15,7 +15,6 @@ that seed for each of them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -27,11 +26,12 @@ from typing import Any
 
 from PIL import Image
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.formats import layout_to_instancediffusion
 from clis.layout import Layout
 
-from generators.base import DEFAULT_SIZE, GenerationError, GeneratorAdapter
+from generators.base import DEFAULT_SIZE, GenerationError, GeneratorAdapter, check_finite
 
 CHECKOUT_ENV = "CLIS_INSTANCEDIFFUSION_DIR"
 PYTHON_ENV = "CLIS_INSTANCEDIFFUSION_PYTHON"
@@ -86,6 +86,8 @@ class InstanceDiffusionGenerator(GeneratorAdapter):
         super().__init__(width, height)
         if (width, height) != (NATIVE_SIZE, NATIVE_SIZE):
             raise InputError(f"instancediffusion generates {NATIVE_SIZE}x{NATIVE_SIZE} images only, got {width}x{height}")
+        for flag, value in (("--guidance", guidance), ("alpha", alpha), ("mis", mis), ("cascade_strength", cascade_strength)):
+            check_finite(flag, value)
         checkout = instancediffusion_dir or os.environ.get(CHECKOUT_ENV)
         if not checkout:
             raise InputError(f"generator 'instancediffusion' needs a checkout of InstanceDiffusion: {HOW_TO_GET_IT}")
@@ -120,7 +122,7 @@ class InstanceDiffusionGenerator(GeneratorAdapter):
     def generate(self, layout: Layout, seeds: Sequence[int]) -> list[Image.Image]:
         with tempfile.TemporaryDirectory(prefix="clis-instdiff-") as tmp:
             input_json, output = Path(tmp) / "input.json", Path(tmp) / "out"
-            input_json.write_text(json.dumps(instancediffusion_input(layout)), encoding="utf-8")
+            input_json.write_text(jsonio.dumps(instancediffusion_input(layout)), encoding="utf-8")
             done = subprocess.run(
                 self.command(input_json, output, len(seeds), int(seeds[0])),
                 cwd=self.checkout, capture_output=True, text=True,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clis import __version__ as clis_version
+from clis import jsonio
 from clis.errors import InputError
 from clis.files import write_text_atomic
 from clis.layout import Layout, layout_sha256
@@ -35,20 +36,27 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, jsonio.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     """The manifest of a candidates folder, or ``None`` when there is none."""
     path = Path(out_dir) / MANIFEST_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable manifest: {exc}") from None
+    data = jsonio.read_json(path, "candidates manifest")
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise InputError(f"{path}: field 'format': not a {MANIFEST_FORMAT} manifest")
+    # --resume trusts these fields; a hand-edited manifest must fail here in one line, not later.
+    items = data.get("items", [])
+    if not isinstance(items, list):
+        raise InputError(f"{path}: field 'items': expected a list")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("layout_id"), str):
+            raise InputError(f"{path}: items[{i}]: field 'layout_id': expected an object with a string layout_id")
+        images = item.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(im, dict) and isinstance(im.get("path"), str) for im in images):
+            raise InputError(f"{path}: items[{i}]: field 'images': expected a list of objects with a string path")
     return data
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -11,11 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from clis import jsonio
 from clis.errors import InputError
 from clis.files import write_text_atomic
 from clis.formats import save_layouts
 from clis.layout import Layout
 from clis.models import DEFAULT_LLM
+from clis.outputs import OutputLock, check_paths
 from clis.plan import DEFAULT_RETRIES, PlanResult, load_concepts, plan_layouts
 from clis.planning.backends import make_backend
 
@@ -35,10 +37,7 @@ def clis_l_scorer(config_path: Optional[Path]):
         raise InputError(f"--drafts > 1 needs CLIS-L (clis.layout_score), which is unavailable: {exc}") from None
     settings = {}
     if config_path is not None:
-        try:
-            settings = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{config_path}: cannot read CLIS-L settings: {exc}") from None
+        settings = jsonio.read_json(config_path, "CLIS-L settings file")
         if not isinstance(settings, dict):
             raise InputError(f"{config_path}: top level: CLIS-L settings must be a JSON object")
     try:
@@ -60,7 +59,7 @@ def _save(result: PlanResult, out: Path, report: dict) -> None:
     """
     save_layouts(result.layouts, out)
     report = {**report, "summary": result.summary, "records": result.records}
-    write_text_atomic(report_path(out), json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(report_path(out), jsonio.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def plan(
@@ -92,64 +91,75 @@ def plan(
     """Write a scene graph and a layout for each concept set with an LLM."""
     if retries < 0:
         raise InputError(f"--retries must be >= 0, got {retries}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InputError(f"--temperature must be a finite number >= 0, got {temperature}")
+    # Before any model loads: a folder as --out, or --out over the concepts, would lose the plan.
+    check_paths(
+        inputs={"CONCEPTS": concepts, "--layout-config": layout_config},
+        outputs={"--out": out, "--out report": report_path(out)},
+    )
     concept_sets = load_concepts(concepts, count=count, strict=strict)
-    score_layout = clis_l_scorer(layout_config) if drafts > 1 else None
-    options = {"max_new_tokens": max_new_tokens, "temperature": temperature}
-    if not llm.startswith(("http://", "https://")):
-        options["device"] = device
-    backend = make_backend(llm, model=llm_model, mode=mode, **options)
-    failures = []
-    # Filled and saved slot by slot, so a run that is killed (SIGKILL, OOM, power loss) keeps
-    # every finished slot in --out, and one that is aborted (server gone, Ctrl-C) says why.
-    planned = PlanResult(layouts=[], records=[])
-    report = {
-        "concepts": str(concepts),
-        "layouts": str(out),
-        "backend": backend.describe(),
-        "settings": {"mode": getattr(backend, "mode", "json"), "count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
-        "status": "running",
-        "aborted": None,
-    }
-    progress = Progress(
-        TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console,
-    )  # fmt: skip
-    try:
-        with progress:
-            task = progress.add_task("plan", total=sum(s.count for s in concept_sets))  # a bad set counts 1
+    # A second run on this --out would interleave its slots with ours: held until the last save.
+    with OutputLock(out):
+        score_layout = clis_l_scorer(layout_config) if drafts > 1 else None
+        options = {"max_new_tokens": max_new_tokens, "temperature": temperature}
+        if not llm.startswith(("http://", "https://")):
+            options["device"] = device
+        backend = make_backend(llm, model=llm_model, mode=mode, **options)
+        failures = []
+        # Filled and saved slot by slot, so a run that is killed (SIGKILL, OOM, power loss) keeps
+        # every finished slot in --out, and one that is aborted (server gone, Ctrl-C) says why.
+        planned = PlanResult(layouts=[], records=[])
+        report = {
+            "concepts": str(concepts),
+            "layouts": str(out),
+            "backend": backend.describe(),
+            "settings": {"mode": getattr(backend, "mode", "json"), "count": count, "drafts": drafts, "retries": retries, "seed": seed, "layout_config": str(layout_config) if layout_config else None},
+            "status": "running",
+            "aborted": None,
+        }
+        progress = Progress(
+            TextColumn("[bold]plan[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console,
+        )  # fmt: skip
+        try:
+            with progress:
+                task = progress.add_task("plan", total=sum(s.count for s in concept_sets))  # a bad set counts 1
 
-            def advance(record: dict, layout: Optional[Layout]) -> None:
-                planned.records.append(record)
-                if layout is not None:
-                    planned.layouts.append(layout)
-                if record["status"] != "ok" and record["layout_id"] is not None:
-                    failures.append(
-                        f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
-                        f"layout {record['slot']}: {record['error']}"
-                    )
-                _save(planned, out, report)
-                progress.advance(task)
+                def advance(record: dict, layout: Optional[Layout]) -> None:
+                    planned.records.append(record)
+                    if layout is not None:
+                        planned.layouts.append(layout)
+                    if record["status"] != "ok" and record["layout_id"] is not None:
+                        failures.append(
+                            f"{concepts}: concept set [{record['set']}] ({', '.join(record['concepts'])}) "
+                            f"layout {record['slot']}: {record['error']}"
+                        )
+                    _save(planned, out, report)
+                    progress.advance(task)
 
-            plan_layouts(
-                concept_sets, backend, drafts=drafts, max_retries=retries, seed=seed, score_layout=score_layout,
-                on_slot=advance,
-            )  # fmt: skip
-    except BaseException as exc:
-        if not planned.records:
-            raise  # nothing planned yet: leave an earlier --out file alone
-        _save(planned, out, {**report, "status": "aborted", "aborted": " ".join(str(exc).split()) or type(exc).__name__})
-        console.print(
-            f"run aborted after {len(planned.records)} slots; saved the {len(planned.layouts)} layouts planned so far "
-            f"-> {out}; report: {report_path(out)}"
-        )
-        raise
-    _save(planned, out, {**report, "status": "complete"})
+                plan_layouts(
+                    concept_sets, backend, drafts=drafts, max_retries=retries, seed=seed, score_layout=score_layout,
+                    on_slot=advance,
+                )  # fmt: skip
+        except BaseException as exc:
+            if not planned.records:
+                raise  # nothing planned yet: leave an earlier --out file alone
+            _save(planned, out, {**report, "status": "aborted", "aborted": " ".join(str(exc).split()) or type(exc).__name__})
+            console.print(
+                f"run aborted after {len(planned.records)} slots; saved the {len(planned.layouts)} layouts planned so far "
+                f"-> {out}; report: {report_path(out)}",
+                markup=False,
+            )
+            raise
+        _save(planned, out, {**report, "status": "complete"})
     for line in failures:
         console.print(f"[red]failed:[/] {escape(line)}", markup=True)
     s = planned.summary
     console.print(
         f"planned {s['ok']}/{s['slots']} layouts ({s['failed']} failed, {s['clamped_boxes']} boxes clamped, "
-        f"{s['failed_attempts']} failed attempts) -> {out}; report: {report_path(out)}"
+        f"{s['failed_attempts']} failed attempts) -> {out}; report: {report_path(out)}",
+        markup=False,
     )
     bad_sets = [c for c in concept_sets if c.error]
     if bad_sets:

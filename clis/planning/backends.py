@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from clis import jsonio
 from clis.errors import InputError, ModelUnavailableError
 
 API_KEY_ENV = "CLIS_LLM_API_KEY"
@@ -121,10 +123,10 @@ class OpenAIChatBackend:
         headers = {"Content-Type": "application/json"}
         if os.environ.get(API_KEY_ENV):
             headers["Authorization"] = f"Bearer {os.environ[API_KEY_ENV]}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        request = urllib.request.Request(self.url, data=jsonio.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read().decode("utf-8"))
+                reply = jsonio.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace").strip().splitlines()
             if exc.code in (401, 403, 404):
@@ -140,8 +142,8 @@ class OpenAIChatBackend:
             # A server that closes the connection mid-reply (restart, OOM, proxy timeout) fails
             # this request only; the planner retries it and, if it keeps failing, records it.
             raise BackendError(f"{self.url}: connection dropped: {type(exc).__name__}: {exc}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BackendError(f"unreadable reply from {self.url}: {exc}") from None
+        except (json.JSONDecodeError, jsonio.JSONError, UnicodeDecodeError) as exc:
+            raise BackendError(f"unreadable reply from {self.url}: {' '.join(str(exc).split())}") from None
         try:
             return reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
@@ -172,6 +174,10 @@ def make_backend(spec: str, model: str | None = None, mode: str = "auto", **opti
     """
     if mode not in MODES:
         raise InputError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    temperature = options.get("temperature", 0.0)
+    # nan would silently mean greedy (nan > 0 is False), inf a uniform guess at every token.
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        raise InputError(f"--temperature must be a finite number >= 0, got {temperature}")
     if spec.startswith(("http://", "https://")):
         if mode == "guided":
             raise InputError("--mode guided needs a local model (it scores options with the model's log-likelihoods); "
