@@ -79,7 +79,8 @@ class SeenCandidates:
         image = record.get("image")
         if image is None:  # an invalid layout's error record has no image
             return
-        first = self._first.setdefault((record["layout_id"], image), line)
+        # "./images/a.png" and "/abs/images/a.png" are one candidate spelled twice
+        first = self._first.setdefault((record["layout_id"], os.path.abspath(image)), line)
         if first != line:
             raise InputError(
                 f"{self.path}: line {line}: image {image!r} of layout {record['layout_id']!r} is listed twice "

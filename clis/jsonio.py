@@ -17,7 +17,7 @@ Example:
     >>> loads("[" * 100_000)
     Traceback (most recent call last):
     ...
-    clis.jsonio.JSONError: nested too deeply (more than 1000 levels)
+    clis.jsonio.JSONError: nested too deeply (about 1000 levels or more)
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def loads(text: str | bytes, finite: bool = True) -> Any:
             limit = sys.get_int_max_str_digits()
             raise JSONError(f"an integer has more than {limit} digits") from None
         raise JSONError(" ".join(str(exc).split())) from None
-    raise JSONError(f"nested too deeply (more than {MAX_DEPTH} levels)")
+    raise JSONError(f"nested too deeply (about {MAX_DEPTH} levels or more)")
 
 
 def dumps(value: Any, **kwargs: Any) -> str:

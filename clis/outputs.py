@@ -82,12 +82,14 @@ def check_paths(
     inputs: Mapping[str, Path | None] | None = None,
     outputs: Mapping[str, Path | None] | None = None,
     folders: Mapping[str, Path | None] | None = None,
+    input_folders: Mapping[str, Path | None] | None = None,
 ) -> None:
     """Check every output file (``outputs``) and output folder (``folders``) of a command,
     keyed by the flag that names it, against each other and against its ``inputs``.
 
     An output file inside an output folder is fine (``--out dataset/``, its manifest inside),
-    but no output may be an input, nor a second output.
+    but no output may be an input, nor a second output. A file that already exists inside one
+    of ``input_folders`` (``IMAGES``: a candidate image, the generation manifest) is an input too.
     """
     inputs = {flag: Path(p) for flag, p in (inputs or {}).items() if p is not None}
     files = {flag: Path(p) for flag, p in (outputs or {}).items() if p is not None}
@@ -96,6 +98,15 @@ def check_paths(
         check_output(path, flag, FILE)
     for flag, path in dirs.items():
         check_output(path, flag, FOLDER)
+    for folder_flag, folder in (input_folders or {}).items():
+        if folder is None or not Path(folder).is_dir():
+            continue
+        real = os.path.realpath(folder)
+        for flag, path in files.items():
+            inside = os.path.realpath(path).startswith(real.rstrip(os.sep) + os.sep)
+            if inside and path.exists():
+                raise InputError(f"{flag} {path}: is a file inside {folder_flag} ({folder}), which it would replace; "
+                                 f"choose another {flag}")
     named = list(files.items()) + list(dirs.items())
     for i, (flag, path) in enumerate(named):
         for in_flag, in_path in inputs.items():
@@ -111,7 +122,9 @@ class OutputLock:
 
     A second run on the same output fails at once with one line, instead of both appending
     records. The lock dies with its process (SIGKILL included), so a stale lock file never
-    blocks a later run; the file is removed on release.
+    blocks a later run; the file is removed on release. It is named after the output's real
+    path, so a symlink or another spelling of the same file meets the same lock (a hard link,
+    a second name of the same inode, does not).
 
     Example:
         >>> import tempfile, pathlib
@@ -125,7 +138,8 @@ class OutputLock:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        real = Path(os.path.realpath(self.path))
+        self.lock_path = real.with_name(f".{real.name}.lock")
         self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":

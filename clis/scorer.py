@@ -52,6 +52,8 @@ RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "inst
 # It is the layout's ``clis.layout.layout_sha256``, so a resumed run can tell a layout that
 # changed under the same id (null for a layout that failed validation).
 LAYOUT_HASH_KEY = "layout_sha256"
+# How every line clis writes begins (json.dumps of a dict whose first key is layout_id).
+RECORD_START = b'{"layout_id": '
 
 # Settings that decide how a run goes, not what it computes, so a resumed run may change them:
 # max_pixels only decides which images become error records, and those are retried anyway.
@@ -159,8 +161,11 @@ class ScoreConfig(ImageScoreConfig):
             raise InputError(f"{source}: {where}: {first['msg']}{more}") from None
 
 
-def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, Any]]:
-    """``(dotted field, value)`` of the first NaN or infinite number in nested settings, or None."""
+def _non_finite(value: Any, where: str = "", seen: Optional[set[int]] = None) -> Optional[tuple[str, Any]]:
+    """``(dotted field, value)`` of the first NaN or infinite number in nested settings, or None.
+
+    Each container is visited once: YAML aliases can make a config of a few hundred bytes a
+    tree of 10**30 nodes that share the same few lists."""
     if isinstance(value, float) and not math.isfinite(value):
         return where or "(top level)", value
     if isinstance(value, dict):
@@ -169,8 +174,12 @@ def _non_finite(value: Any, where: str = "") -> Optional[tuple[str, Any]]:
         items = enumerate(value)
     else:
         return None
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
     for key, item in items:
-        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        found = _non_finite(item, f"{where}.{key}" if where else str(key), seen)
         if found is not None:
             return found
     return None
@@ -250,6 +259,10 @@ def read_scores(path: str | Path) -> list[dict]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
+                # What an interruption cuts short is the start of a record, as clis writes them;
+                # anything else (a one-line layouts file beside a copied manifest) is not ours.
+                if not raw.startswith(RECORD_START):
+                    raise InputError(f"{path}: line {number}: not a clis score record; {hint}")
                 break
             if not raw.strip():
                 continue

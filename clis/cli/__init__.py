@@ -17,7 +17,7 @@ import pkgutil
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, NoReturn, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import typer
 from rich.console import Console
@@ -120,7 +120,7 @@ def plain(value: object) -> "Text":
 
 
 class _Interruption:
-    """Turns SIGINT and SIGTERM into KeyboardInterrupt while a command runs, and remembers
+    """Turns SIGINT, SIGTERM and SIGHUP into KeyboardInterrupt while a command runs, and remembers
     which one came, so that a run stopped either way marks its manifest ``interrupted`` and
     the user is told that the output so far is kept. (typer turns KeyboardInterrupt into a
     silent exit 130 before ``main`` could see it, hence the flag.)"""
@@ -134,7 +134,7 @@ class _Interruption:
         raise KeyboardInterrupt
 
     def __enter__(self) -> "_Interruption":
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
             with contextlib.suppress(ValueError):  # not the main thread: leave Python's defaults
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -144,44 +144,44 @@ class _Interruption:
             signal.signal(signum, handler)
 
 
-def _interrupted(signum: int | None) -> NoReturn:
-    name = signal.Signals(signum).name if signum is not None else "SIGINT"
-    err_console.print(
-        f"interrupted ({name}): the output written so far is kept; a command that takes --resume continues from it",
-        markup=False,
-    )
-    sys.exit(128 + (signum or signal.SIGINT))
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    """Console-script entry point: user errors become one line on stderr and exit code 2; a run
+    stopped by SIGINT, SIGTERM or SIGHUP says so once and exits 128 + the signal's number."""
     interruption = _Interruption()
+    with interruption:
+        code = _run(argv)
+    if interruption.signal is not None:
+        name = signal.Signals(interruption.signal).name
+        err_console.print(
+            f"interrupted ({name}): the output written so far is kept; a command that takes --resume continues "
+            "from it",
+            markup=False,
+        )
+        code = 128 + interruption.signal
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    """Run the app; every way it can end becomes an exit code, with one line for each error."""
     try:
-        with interruption:
-            # Not standalone: typer would print a usage error as a boxed panel of many lines,
-            # with the user's value read as markup.
-            code = app(args=argv, prog_name="clis", standalone_mode=False)
-        if interruption.signal is not None:
-            _interrupted(interruption.signal)
-        sys.exit(code if isinstance(code, int) else 0)
-    except typer.Abort:  # EOF on a prompt
-        _interrupted(interruption.signal)
+        # Not standalone: typer would print a usage error as a boxed panel of many lines,
+        # with the user's value read as markup.
+        code = app(args=argv, prog_name="clis", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C (main reports it), or EOF on a prompt
+        return 130
     except TyperException as exc:  # typer's (vendored click's) usage errors: a bad option, a missing argument
         if type(exc).__name__ == "NoArgsIsHelpError":  # `clis bench` alone: its help, as click shows it
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         where = f" (see '{exc.ctx.command_path} --help')" if getattr(exc, "ctx", None) is not None else ""
         err_console.print(f"error: {' '.join(exc.format_message().split())}{where}", markup=False)
-        sys.exit(getattr(exc, "exit_code", 2))
+        return getattr(exc, "exit_code", 2)
     except ClisError as exc:
         err_console.print(f"error: {exc}", markup=False)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _interrupted(interruption.signal)
+        return exc.exit_code
     except SystemExit as exc:
-        if interruption.signal is not None:
-            _interrupted(interruption.signal)
-        raise
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("CLIS_DEBUG"):
             raise
@@ -197,4 +197,4 @@ def main(argv: list[str] | None = None) -> None:
             "and please report it",
             markup=False,
         )
-        sys.exit(3)
+        return 3

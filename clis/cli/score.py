@@ -179,11 +179,14 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         # the manifest's name is clis.scorer.manifest_path's, without importing torch for it
         outputs={"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
                  "--embedding-cache": embedding_cache},
+        input_folders={"IMAGES": images},
     )
     report = read_layouts(layouts, strict=strict)
     layout_list = report.layouts
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
         raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+    if csv_path is not None and csv_path.exists() and csv_path.stat().st_size > 0 and not (resume or overwrite):
+        raise InputError(f"--csv {csv_path}: already exists; pass --overwrite to replace it")
 
     from clis.scorer import ScoreConfig, Scorer, check_layouts_in_canvas
 

@@ -26,7 +26,8 @@ def validate(
     console = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if format != "auto" and format not in FORMATS:
-        err.print(f"error: --format: unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}")
+        err.print(f"error: --format: unknown format {format!r}; expected auto or one of {', '.join(FORMATS)}",
+                  markup=False)
         raise typer.Exit(2)
     report = validate_file(file, format=format)
     summary = report.summary()
@@ -46,11 +47,13 @@ def validate(
     if as_json:
         console.print_json(json.dumps(summary))
     else:
-        table = Table(title=f"{file}", show_header=False)
+        from clis.cli import plain
+
+        table = Table(title=plain(file), show_header=False)
         for key in ("format", "layouts", "objects", "relations", "labels", "problems", "warnings"):
             table.add_row(key, str(summary[key] if summary[key] is not None else "unknown"))
-        if summary["top_labels"]:
-            table.add_row("top labels", ", ".join(f"{label} ({n})" for label, n in summary["top_labels"]))
+        if summary["top_labels"]:  # the file's labels: plain text, as "cu[/p]" is no markup
+            table.add_row("top labels", plain(", ".join(f"{label} ({n})" for label, n in summary["top_labels"])))
         if discovery is not None:
             table.add_row("candidates", str(discovery.n_candidates))
             table.add_row("layouts without candidates", str(len(discovery.missing)))
@@ -58,12 +61,12 @@ def validate(
             table.add_row("listed files not found", str(len(discovery.not_found)))
         console.print(table)
         if discovery is not None:
-            for layout_id in discovery.missing:
-                err.print(f"warning: {images}: no candidate image for layout {layout_id!r}", markup=False)
-            for path in discovery.orphans:
-                err.print(f"warning: {path}: matches no layout", markup=False)
-            for layout_id, path in discovery.not_found:
-                err.print(f"warning: {path}: listed in images of layout {layout_id!r} but not found", markup=False)
+            from clis.cli import warn
+
+            warn([*(f"{images}: no candidate image for layout {layout_id!r}" for layout_id in discovery.missing),
+                  *(f"{path}: matches no layout" for path in discovery.orphans),
+                  *(f"{path}: listed in images of layout {layout_id!r} but not found"
+                    for layout_id, path in discovery.not_found)])  # --json lists them all
     if report.problems:
         noun = "problem" if len(report.problems) == 1 else "problems"
         err.print(f"{file}: invalid ({len(report.problems)} {noun})", markup=False)

@@ -203,7 +203,7 @@ def test_score_layouts_resume_with_half_of_the_layouts_is_refused(tmp_path, caps
     assert _digest(out) == before
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_marks_the_manifest_interrupted_and_says_so(tiny_models, tmp_path, capsys, monkeypatch, signum):
     from clis.scorer import Scorer
 
@@ -220,6 +220,7 @@ def test_a_signal_marks_the_manifest_interrupted_and_says_so(tiny_models, tmp_pa
     monkeypatch.setattr(Scorer, "score_pairs", signalled_after_the_first)
     code, output = run_cli(_score(images, layouts, out, tiny_models), capsys)
     assert code == 128 + signum
+    assert output.count("interrupted (") == 1, output  # said once
     assert f"interrupted ({signal.Signals(signum).name}): the output written so far is kept" in output
     assert "Traceback" not in output
     manifest = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))
@@ -348,3 +349,90 @@ def test_thousands_of_layouts_without_images_give_a_few_warnings_and_a_count(tin
     assert len(warnings) == 11 and warnings[-1] == "warning: ... and 489 more warnings like these"
     manifest = json.loads((tmp_path / "s.jsonl.manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["run"]["layouts_without_images"]) == 499  # the full list is kept there
+
+
+# --- found by the adversarial pass over the fixes ---------------------------------------------------
+
+
+@pytest.mark.parametrize("flag,name", [("--csv", "l0.png"), ("--out", "manifest.json")])
+def test_an_output_may_not_replace_a_file_inside_images(tiny_models, tmp_path, capsys, flag, name):
+    images, layouts = _folder(tmp_path, _layouts())
+    (images / "manifest.json").write_text("{}", encoding="utf-8")  # as `clis generate` leaves it
+    target = images / name
+    before = _digest(target)
+    out = target if flag == "--out" else tmp_path / "s.jsonl"
+    extra = ["--csv", str(target)] if flag == "--csv" else []
+    code, output = run_cli(_score(images, layouts, out, tiny_models, "--overwrite", *extra), capsys)
+    assert code == 2 and "is a file inside IMAGES" in _one_error_line(output)
+    assert _digest(target) == before
+
+
+def test_an_existing_csv_needs_overwrite(tiny_models, tmp_path, capsys):
+    images, layouts = _folder(tmp_path, _layouts())
+    kept = tmp_path / "notes.csv"
+    kept.write_text("mine\n", encoding="utf-8")
+    code, output = run_cli(_score(images, layouts, tmp_path / "s.jsonl", tiny_models, "--csv", str(kept)), capsys)
+    assert code == 2 and "--csv" in _one_error_line(output) and kept.read_text(encoding="utf-8") == "mine\n"
+
+
+def test_the_lock_holds_through_a_symlink(tiny_models, tmp_path, capsys):
+    images, layouts = _folder(tmp_path, _layouts())
+    out = tmp_path / "scores.jsonl"
+    out.write_text("", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    with OutputLock(out):
+        code, output = run_cli(_score(images, layouts, link, tiny_models, "--overwrite"), capsys)
+    assert code == 2 and "another clis run is writing it" in _one_error_line(output)
+
+
+def test_resume_refuses_one_image_spelled_two_ways(tiny_models, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images, layouts = _folder(tmp_path, _layouts())
+    out = tmp_path / "scores.jsonl"
+    assert run_cli(_score(Path("images"), layouts, out, tiny_models), capsys)[0] == 0
+    first = _records(out)[0]
+    forged = {**first, "image": "./" + first["image"], "clis": 99.0}
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(forged) + "\n")
+    before = _digest(out)
+    code, output = run_cli(_score(Path("images"), layouts, out, tiny_models, "--resume"), capsys)
+    assert code == 2 and "listed twice (first on line 1)" in _one_error_line(output)
+    assert _digest(out) == before
+
+
+def test_resume_over_a_one_line_file_beside_a_copied_manifest_is_refused(tiny_models, tmp_path, capsys):
+    images, layouts = _folder(tmp_path, _layouts())
+    out = tmp_path / "scores.jsonl"
+    assert run_cli(_score(images, layouts, out, tiny_models), capsys)[0] == 0
+    other = tmp_path / "one.json"
+    other.write_text(json.dumps(_layouts()), encoding="utf-8")  # one line, no newline
+    Path(f"{other}.manifest.json").write_text(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))
+    before = _digest(other)
+    code, output = run_cli(_score(images, layouts, other, tiny_models, "--resume"), capsys)
+    assert code == 2 and "line 1: not a clis score record" in _one_error_line(output)
+    assert _digest(other) == before
+
+
+def test_a_yaml_alias_bomb_in_config_is_checked_in_linear_time(tiny_models, tmp_path, capsys):
+    lines = ["a0: &a0 [1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5, 1.5]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 30)]  # 10**30 leaves
+    config = tmp_path / "bomb.yaml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    images, layouts = _folder(tmp_path, _layouts(1))
+    code, output = run_cli(_score(images, layouts, tmp_path / "s.jsonl", tiny_models, "--config", str(config)), capsys)
+    assert code == 2 and "bomb.yaml" in _one_error_line(output)  # a settings error, reached at once
+
+
+@pytest.mark.parametrize("args", [["--format", "[/x]"], []])
+def test_validate_prints_markup_in_options_and_labels_literally(tmp_path, capsys, args):
+    layouts = _layouts(1)
+    layouts[0]["objects"][0]["label"] = "cu[/p]"
+    path = tmp_path / "[bold]layouts.json"
+    path.write_text(json.dumps(layouts), encoding="utf-8")
+    code, output = run_cli(["validate", str(path), *args], capsys)
+    assert "Traceback" not in output and "unexpected" not in output
+    if args:
+        assert code == 2 and "unknown format '[/x]'" in _one_error_line(output)
+    else:
+        assert code == 0 and "cu[/p] (1)" in output and "[bold]layouts.json" in output
