@@ -134,10 +134,11 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
             raise InputError(f"{where}: expected a JSON object per line")
         row = record_to_row(record, where)
         image = row["image"]
-        if image in first_line:
-            raise InputError(f"{path}: image {image!r} is scored twice (lines {first_line[image]} and {lineno}); "
+        key = os.path.abspath(image) if isinstance(image, str) else image  # "./a.png" is "a.png"
+        if key in first_line:
+            raise InputError(f"{path}: image {image!r} is scored twice (lines {first_line[key]} and {lineno}); "
                              "a scores file holds one record per image (did two runs write into it?)")
-        first_line[image] = lineno
+        first_line[key] = lineno
         rows.append(row)
     if not rows:
         raise InputError(f"{path}: no score records")

@@ -324,6 +324,8 @@ def read_scores_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
         record = _parse_line(line, f"{path}: line {number}")
         seen.add(record, number)
         numbered.append((number, record))
+    if not numbered:  # an empty file is a wrong path or a run that never started, not "nothing to pick"
+        raise InputError(f"{path}: no score records (an empty file); run `clis score` first")
     return numbered
 
 

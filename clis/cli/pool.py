@@ -39,13 +39,17 @@ def build(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     report = BuildReport()
     try:
+        from clis import jsonio
+        from clis.outputs import check_paths
+
+        check_paths(inputs={f"SOURCES[{i}]": source for i, source in enumerate(sources)}, outputs={"--out": out})
         if out.exists() and not overwrite:
             raise InputError(f"{out}: already exists; pass --overwrite to replace it")
         for source in sources:
-            if not source.is_file():
-                raise InputError(f"{source}: file not found")
+            jsonio.check_input_file(source, "file")
         progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} examples"),
-                            TimeElapsedColumn(), console=Console(stderr=True))
+                            TimeElapsedColumn(), console=Console(stderr=True),
+                            transient=True)  # gone when it stops: a broken source is then the only line
 
         def stream():
             with progress:

@@ -144,7 +144,7 @@ def write_pool(examples: Iterable[PoolExample | PoolScene], path: str | Path, so
     count = counts["examples"] + counts["scenes"]
     header = {"clis_pool": POOL_FORMAT_VERSION, "sources": list(sources), **counts, **(header or {})}
     with _open_text(path, "wt") as out, _open_text(body, "rt") as lines:
-        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        out.write(jsonio.dumps(header, ensure_ascii=False) + "\n")
         for line in lines:
             out.write(line)
     body.unlink()

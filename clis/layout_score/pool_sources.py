@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -294,17 +293,10 @@ def detect_source_kind(data: Any) -> str:
 
 
 def read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8-sig"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not valid UTF-8 (offset {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read file: {exc.strerror or exc}") from None
+    """A source file's JSON, strictly (``clis.jsonio.read_json``): one InputError naming it."""
+    from clis import jsonio
+
+    return jsonio.read_json(path, "source file")
 
 
 def examples_from_file(path: str | Path, report: BuildReport, kind: str = "auto", max_objects: int = 8,

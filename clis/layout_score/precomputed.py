@@ -101,20 +101,22 @@ class PrecomputedLayoutScores:
         self._records = self._read()
 
     def _read(self) -> dict[str, dict]:
+        from clis import jsonio
+
         records: dict[str, dict] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise InputError(f"{self.path}: layout scores file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{self.path}: cannot read layout scores: {exc}") from None
+        if not self.path.exists():
+            raise InputError(f"{self.path}: layout scores file not found")
+        lines = jsonio.read_text(self.path, "layout scores file").splitlines()  # never a FIFO or /dev/zero
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             record = layout_score_record(line)
             if record is None:
                 raise InputError(f"{self.path}: line {number}: not a clis score-layouts record")
-            if record.get("manifest") and record["manifest"].get("id") not in (None, self._manifest.get("id")):
+            manifest = record.get("manifest")
+            if manifest is not None and not isinstance(manifest, dict):
+                raise InputError(f"{self.path}: line {number}: field manifest: not a JSON object or null")
+            if manifest and manifest.get("id") not in (None, self._manifest.get("id")):
                 raise InputError(f"{self.path}: line {number}: field manifest.id: the line was made by another "
                                  f"CLIS-L run than the file's manifest ({self._manifest.get('id')!r})")
             if record.get("error") is None:
