@@ -16,6 +16,8 @@ from clis.errors import InputError
 from clis.outputs import OutputLock
 from pipeline_helpers import careful_planner, run_cli
 
+from .corpus import write
+
 LAYOUTS = [{"id": "tea", "caption": "a red cup", "objects": [{"id": "cup-1", "label": "cup", "bbox": [0.25, 0.25, 0.5, 0.5]}]}]
 SMALL = ["--generator", "shapes", "--n", "1", "--width", "32", "--height", "32"]
 
@@ -273,14 +275,6 @@ BROKEN_JSON = {
     "nan": '[{"concepts": ["cat"], "count": NaN}]',
     "binary": b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe",
 }
-
-
-def write(path, content):
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_JSON))
