@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats
 
 from clis.errors import InputError
+from clis.jsonio import finite_number
 
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
 
@@ -48,7 +49,7 @@ def check_finite(flag: str, value: float, minimum: float | None = None) -> float
     """``value`` of option ``flag``, refused as one line when it is NaN, infinite or below
     ``minimum``: a NaN threshold fails every comparison and an infinite one passes (or fails)
     them all, so the study would run and report nothing meaningful."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if finite_number(value) is None:
         raise InputError(f"{flag} {value}: must be a finite number")
     if minimum is not None and value < minimum:
         raise InputError(f"{flag} {value}: must be at least {minimum:g}")
@@ -74,8 +75,7 @@ class BootstrapConfig:
             raise InputError(f"--bootstrap {n}: give a whole number of resamples from 1 to {MAX_RESAMPLES:,} "
                              "per interval (the default is 1,000)")
         level = self.confidence
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) \
-                or not 0 < level < 1:
+        if finite_number(level) is None or not 0 < level < 1:
             raise InputError(f"--confidence {level}: give a finite level between 0 and 1, such as 0.95")
 
     def settings(self) -> dict:

@@ -40,6 +40,13 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path``, symlinks resolved, is ``folder`` or lies under it: the one test of
+    "does this stay within what the user named" (outputs inside IMAGES, a pick --out holding
+    an input, a leaderboard image, a manifest entry that is about to be deleted)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def read_manifest(path: str | Path, why: str, hint: str) -> dict[str, Any]:
     """The JSON object in a manifest ``path`` that an earlier run wrote beside its output.
 

@@ -75,6 +75,22 @@ def loads(text: str | bytes, finite: bool = True) -> Any:
     raise JSONError(f"nested too deeply (about {MAX_DEPTH} levels or more)")
 
 
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite JSON number, else None (strings, booleans, NaN,
+    and integers too large for a float, which JSON allows).
+
+    >>> finite_number(3), finite_number(True), finite_number("3"), finite_number(10**400)
+    (3.0, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def dumps(value: Any, **kwargs: Any) -> str:
     """``json.dumps`` with ``allow_nan=False``: a NaN that slipped through is a ValueError here,
     never a bare ``NaN`` in a file that pandas, DuckDB and browsers then refuse."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Mapping
 
 from clis.errors import InputError
+from clis.files import is_inside
 
 FILE = "file"
 FOLDER = "folder"
@@ -101,10 +102,8 @@ def check_paths(
     for folder_flag, folder in (input_folders or {}).items():
         if folder is None or not Path(folder).is_dir():
             continue
-        real = os.path.realpath(folder)
         for flag, path in files.items():
-            inside = os.path.realpath(path).startswith(real.rstrip(os.sep) + os.sep)
-            if inside and path.exists():
+            if path.exists() and is_inside(path, folder):
                 raise InputError(f"{flag} {path}: is a file inside {folder_flag} ({folder}), which it would replace; "
                                  f"choose another {flag}")
     named = list(files.items()) + list(dirs.items())

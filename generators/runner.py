@@ -20,7 +20,7 @@ from typing import Any
 from clis import __version__ as clis_version
 from clis import jsonio
 from clis.errors import InputError
-from clis.files import write_text_atomic
+from clis.files import is_inside, write_text_atomic
 from clis.layout import Layout, layout_sha256
 
 from generators.base import GenerationError, GeneratorAdapter, candidate_seeds
@@ -153,7 +153,7 @@ def _remove_images(item: dict[str, Any], out: Path) -> None:
     for image in item.get("images") or []:
         path = out / str(image.get("path", ""))
         # A hand-edited manifest must not make us delete anything outside the folder.
-        if path.is_file() and path.resolve().is_relative_to(out.resolve()):
+        if path.is_file() and is_inside(path, out):
             path.unlink()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from matplotlib import MatplotlibDeprecationWarning, colormaps  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError  # noqa: E402
 
 from clis import jsonio  # noqa: E402
+from clis.files import is_inside  # noqa: E402
+from clis.jsonio import finite_number  # noqa: E402
 from leaderboard.schema import BenchResult, ResultRow  # noqa: E402
 
 # Red (0) -> yellow -> green (100): a box's colour reads as bad/good at a glance.
@@ -42,18 +43,6 @@ def score_colour(score: float | None) -> tuple[int, int, int]:
         return UNSCORED_COLOUR
     r, g, b, _ = colormaps[SCORE_CMAP](min(max(score, 0.0), 100.0) / 100.0)
     return (round(r * 255), round(g * 255), round(b * 255))
-
-
-def finite_number(value: Any) -> float | None:
-    """``value`` as a float when it is a finite JSON number, else None (strings, booleans, NaN,
-    and integers too large for a float, which JSON allows)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 @dataclass
@@ -150,10 +139,9 @@ def resolve_image(image: str, result: BenchResult, row: ResultRow, scores_path: 
         bases.append(scores_path.parent)
     if result.source is not None:
         bases.append(result.source.parent)
-    allowed = [os.path.realpath(base).rstrip(os.sep) + os.sep for base in bases]
 
     def inside(candidate: Path) -> bool:
-        return candidate.is_file() and any(os.path.realpath(candidate).startswith(a) for a in allowed)
+        return candidate.is_file() and any(is_inside(candidate, base) for base in bases)
 
     path = Path(image)
     if path.is_absolute():

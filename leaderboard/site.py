@@ -41,6 +41,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from clis import __version__
 from clis.errors import ClisError, InputError
+from clis.files import is_inside
 from clis.formats import load_layouts
 from clis.outputs import write_csv_frame
 from leaderboard.config import LeaderboardConfig
@@ -131,10 +132,6 @@ def _environment() -> Environment:
     return env
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
 def _check_out_dir(out_dir: Path, results: list[BenchResult]) -> None:
     """Refuse, before anything is written, a build that would replace what the user gave.
 
@@ -149,7 +146,7 @@ def _check_out_dir(out_dir: Path, results: list[BenchResult]) -> None:
             for key in ("scores_file", "layouts_file", "images_root"):
                 named.append((f": rows[{index}] ({row.name!r}): {key}", result.resolve(getattr(row, key))))
         for where, path in named:
-            folder = next((g for g in generated if path is not None and _inside(path, g)), None)
+            folder = next((g for g in generated if path is not None and is_inside(path, g)), None)
             if folder is not None:
                 raise InputError(
                     f"{result.source}{where}: {path} lies in {folder}, which building into {out_dir} replaces; "

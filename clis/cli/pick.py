@@ -30,6 +30,7 @@ from clis import jsonio
 from clis.errors import InputError
 from clis.formats import read_layouts
 from clis.models import DEFAULT_SAM
+from clis.files import is_inside
 from clis.outputs import OutputLock, check_paths
 from clis.pick import (
     PickConfig, SamMasker, check_candidates, check_layout_ids, check_score_record, read_scores_lines, select,
@@ -51,11 +52,6 @@ DATASET_ENTRIES = ("images", "annotations.json", "summary.json")
 SCORES_ENTRIES = ("scores.jsonl", "scores.jsonl.manifest.json")
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def _check_out(out: Path, entries: tuple[str, ...], inputs: dict[str, Optional[Path]]) -> None:
     """Refuse, before any work, an --out whose entries this pick would replace when they are
     not an earlier pick's (no summary.json) or when they hold one of the inputs."""
@@ -67,7 +63,7 @@ def _check_out(out: Path, entries: tuple[str, ...], inputs: dict[str, Optional[P
         if not (entry.exists() or entry.is_symlink()):
             continue
         for flag, path in inputs.items():
-            if path is not None and _inside(path, entry):
+            if path is not None and is_inside(path, entry):
                 raise InputError(f"--out {out}: its {name} holds {flag} ({path}), which this pick would replace; "
                                  "choose another --out")  # fmt: skip
         empty = entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
