@@ -33,7 +33,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -118,6 +117,19 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+# How the empty-dataset warning words each reason a candidate was dropped for; any other
+# reason is shown as it is.
+DROP_REASONS = {
+    "no instance at or above --min-instance":
+        "{what} dropped by --min-instance {min_instance} (no instance scored {min_instance} or more)",
+    "scoring failed": "{what} failed scoring (their error is in the scores file)",
+    "no score": "{what} have no score to rank by",
+    "invalid layout": "{what} belong to layouts that failed validation",
+    "layout not in the layouts file": "{what} name a layout that is not in the layouts file",
+    "image file not found": "{what}: image file not found",
+}  # fmt: skip
+
+
 def empty_dataset_warnings(summary: dict[str, Any]) -> list[str]:
     """One warning when a pick keeps nothing, saying which threshold (or failure) dropped what.
 
@@ -136,24 +148,13 @@ def empty_dataset_warnings(summary: dict[str, Any]) -> list[str]:
     parts = []
     for reason, count in Counter(d.get("reason") for d in dropped).items():
         what = f"{count} of {len(dropped)} candidates"
-        if reason == "layout below --min-layout":
+        if reason == "layout below --min-layout":  # counted in layouts, as the threshold applies to them
             layouts = {d.get("layout_id") for d in dropped if d.get("reason") == reason}
             parts.append(f"{len(layouts)} of {len(all_layouts)} layouts ({what}) dropped by --min-layout {min_layout} "
                          f"(CLIS-L below {min_layout})")
-        elif reason == "no instance at or above --min-instance":
-            parts.append(f"{what} dropped by --min-instance {min_instance} (no instance scored {min_instance} or more)")
-        elif reason == "scoring failed":
-            parts.append(f"{what} failed scoring (their error is in the scores file)")
-        elif reason == "no score":
-            parts.append(f"{what} have no score to rank by")
-        elif reason == "invalid layout":
-            parts.append(f"{what} belong to layouts that failed validation")
-        elif reason == "layout not in the layouts file":
-            parts.append(f"{what} name a layout that is not in the layouts file")
-        elif reason == "image file not found":
-            parts.append(f"{what}: image file not found")
         else:
-            parts.append(f"{what}: {reason}")
+            text = DROP_REASONS.get(reason)
+            parts.append(text.format(what=what, min_instance=min_instance) if text else f"{what}: {reason}")
     instances = summary.get("dropped_instances", [])
     below = sum(1 for i in instances if i.get("reason") == "below --min-instance")
     if below:
@@ -242,17 +243,8 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _finite(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int past the float range
-        return False
-
-
 def _check_score(value: Any, where: str, name: str) -> None:
-    if value is not None and not _finite(value):
+    if value is not None and jsonio.finite_number(value) is None:
         raise InputError(f"{where}: field {name!r}: expected a finite number or null, got {_shown(value)}")
 
 
