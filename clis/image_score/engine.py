@@ -38,14 +38,13 @@ from torch import Tensor
 from clis.image_score.config import ImageScoreConfig
 from clis.image_score.crops import region_crop
 from clis.image_score.detection import Detector
+from clis.image_score.detection_terms import DetectionTerms
 from clis.image_score.functional import (
     clip_alignment,
     clis_i,
     grounding_probability,
     instance_score,
-    match_detections,
     normalize,
-    xywh_to_xyxy,
 )
 from clis.image_score.images import (
     DEFAULT_MAX_PIXELS,
@@ -134,7 +133,7 @@ class ImageScorer:
         self.batch_size = max(1, int(batch_size))
         self.num_workers = num_workers
         self.max_pixels = max_pixels
-        self.detector_batch_size = max(1, int(detector_batch_size))
+        self.detection = DetectionTerms(detector, self.config.detection, detector_batch_size)
         self.text_cache = text_cache or TextEmbeddingCache(
             encoder.encode_texts, model_key(getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec})
         )
@@ -179,51 +178,12 @@ class ImageScorer:
 
     def _detect(self, ready: list[_Prepared]) -> list[Optional[dict | str]]:
         """Detections per candidate: a dict, None without a detector, or a one-line error."""
-        if self.detector is None:
-            return [None] * len(ready)
-        found: list[Optional[dict | str]] = []
-        for start in range(0, len(ready), self.detector_batch_size):
-            chunk = ready[start : start + self.detector_batch_size]
-            queries = [list(dict.fromkeys(self._query(o) for o in p.candidate.layout.objects)) for p in chunk]
-            try:
-                found.extend(self.detector.detect([p.pil for p in chunk], queries))
-            except Exception:  # noqa: BLE001 -- find the image that breaks the batch, keep the rest
-                for p, image_queries in zip(chunk, queries):
-                    try:
-                        found.extend(self.detector.detect([p.pil], [image_queries]))
-                    except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
-                        found.append(f"{image_reference(p.candidate.image)}: detector failed: {one_line(exc)}")
-        return found
-
-    def _query(self, obj: Any) -> str:
-        return obj.label if self.config.detection.query == "label" else obj.phrase
+        return self.detection.detect([p.pil for p in ready], [p.candidate.layout for p in ready],
+                                     [image_reference(p.candidate.image) for p in ready])
 
     def check_detector_queries(self, layouts: Iterable[Layout]) -> None:
         """Note which detector queries of ``layouts`` the detector will cut (see ``Detector.truncation``)."""
-        if self.detector is not None:
-            self.detector.check_queries(list(dict.fromkeys(self._query(o) for lay in layouts for o in lay.objects)))
-
-    def _detection_terms(self, layout: Layout, detections: dict) -> list[dict]:
-        """Per object: found / iou / score / count / expected_count / count_match."""
-        terms: list[dict] = [{} for _ in layout.objects]
-        groups: dict[str, list[int]] = {}
-        for k, obj in enumerate(layout.objects):
-            groups.setdefault(self._query(obj), []).append(k)
-        for query, members in groups.items():
-            found = detections[query]
-            boxes = xywh_to_xyxy(torch.tensor([layout.objects[k].bbox for k in members], dtype=torch.float32))
-            index, ious = match_detections(boxes, found.boxes)
-            for row, k in enumerate(members):
-                matched = int(index[row]) >= 0
-                terms[k] = {
-                    "found": matched,
-                    "iou": _round(float(ious[row])) if matched else 0.0,
-                    "score": _round(float(found.scores[index[row]])) if matched else None,
-                    "count": found.count,
-                    "expected_count": len(members),
-                    "count_match": found.count == len(members),
-                }
-        return terms
+        self.detection.check_queries(layouts)
 
     def _score_ready(self, ready: list[_Prepared]) -> list[dict]:
         features = self._encode_pixels(torch.cat([p.pixels for p in ready]))
@@ -254,7 +214,7 @@ class ImageScorer:
             crops = image_features[1:]
             region = clip_alignment(crops, own, self.config.clip_scale)
             grounding = grounding_probability(crops, phrase_features, torch.tensor(targets), self.logit_scale)
-            detection_terms = self._detection_terms(layout, found) if found is not None else [None] * len(targets)
+            detection_terms = self.detection.terms(layout, found)
             instances, instance_scores = [], []
             for k, obj in enumerate(layout.objects):
                 det = detection_terms[k]

@@ -1,0 +1,89 @@
+"""The detector term of every judge: one detector pass per image, one found / IoU / count per object.
+
+The judges differ in how they read an image (CLIP crops, a VLM's answers), but they share the
+detector check, so it lives here once: :class:`DetectionTerms` batches the images, queries
+each with its layout's labels (or phrases), and matches detections to layout boxes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+from PIL import Image
+
+from clis.image_score.config import DetectionConfig
+from clis.image_score.detection import Detector
+from clis.image_score.functional import match_detections, xywh_to_xyxy
+from clis.image_score.images import one_line
+from clis.layout import Layout
+
+DECIMALS = 4
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(float(value), DECIMALS)
+
+
+class DetectionTerms:
+    """Detector outputs turned into per-object terms; a no-op without a detector."""
+
+    def __init__(self, detector: Optional[Detector], config: DetectionConfig, batch_size: int = 4):
+        self.detector = detector
+        self.config = config
+        self.batch_size = max(1, int(batch_size))
+
+    def query(self, obj: Any) -> str:
+        return obj.label if self.config.query == "label" else obj.phrase
+
+    def queries(self, layout: Layout) -> list[str]:
+        return list(dict.fromkeys(self.query(o) for o in layout.objects))
+
+    def check_queries(self, layouts: Iterable[Layout]) -> None:
+        """Note which queries of ``layouts`` the detector will cut (see ``Detector.truncation``)."""
+        if self.detector is not None:
+            self.detector.check_queries(list(dict.fromkeys(self.query(o) for lay in layouts for o in lay.objects)))
+
+    def detect(self, images: Sequence[Image.Image], layouts: Sequence[Layout],
+               names: Sequence[Optional[str]]) -> list[Optional[dict | str]]:
+        """Detections per image: a dict by query, None without a detector, or a one-line error
+        (``names`` label the images in it)."""
+        if self.detector is None:
+            return [None] * len(images)
+        found: list[Optional[dict | str]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            queries = [self.queries(layout) for layout in layouts[chunk]]
+            try:
+                found.extend(self.detector.detect(list(images[chunk]), queries))
+            except Exception:  # noqa: BLE001 -- find the image that breaks the batch, keep the rest
+                for image, image_queries, name in zip(images[chunk], queries, names[chunk]):
+                    try:
+                        found.extend(self.detector.detect([image], [image_queries]))
+                    except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
+                        found.append(f"{name}: detector failed: {one_line(exc)}")
+        return found
+
+    def terms(self, layout: Layout, detections: Optional[dict]) -> list[Optional[dict]]:
+        """Per object: found / iou / score / count / expected_count / count_match (None without a detector)."""
+        if detections is None:
+            return [None] * len(layout.objects)
+        terms: list[Optional[dict]] = [{} for _ in layout.objects]
+        groups: dict[str, list[int]] = {}
+        for k, obj in enumerate(layout.objects):
+            groups.setdefault(self.query(obj), []).append(k)
+        for query, members in groups.items():
+            found = detections[query]
+            boxes = xywh_to_xyxy(torch.tensor([layout.objects[k].bbox for k in members], dtype=torch.float32))
+            index, ious = match_detections(boxes, found.boxes)
+            for row, k in enumerate(members):
+                matched = int(index[row]) >= 0
+                terms[k] = {
+                    "found": matched,
+                    "iou": _round(float(ious[row])) if matched else 0.0,
+                    "score": _round(float(found.scores[index[row]])) if matched else None,
+                    "count": found.count,
+                    "expected_count": len(members),
+                    "count_match": found.count == len(members),
+                }
+        return terms
