@@ -192,27 +192,32 @@ _CHAT_TEMPLATE = (
 )
 
 
+def _byte_level_bpe(specials: list[str], corpus: list[str], vocab_size: int = 400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    return bpe
+
+
 def build_tiny_causal_lm(root: str | Path, name: str = "tiny-causal-lm") -> str:
     """Random Llama-style causal LM (same family as SmolLM2) with a locally trained byte-level BPE.
 
     The tokenizer has ``<|endoftext|>`` as eos/pad token and a small chat template, so chat
     prompting (``apply_chat_template``) and batched log-likelihoods work as with real models.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     folder = _root(root, name)
     specials = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     corpus = [" ".join(_WORDS), "The cup is on the table.", "A cat is sitting on the sofa."] * 4
-    bpe.train_from_iterator(corpus, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>",
-        unk_token="<|endoftext|>", model_max_length=128,
+        tokenizer_object=_byte_level_bpe(specials, corpus), eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=128,
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
     torch.manual_seed(_SEED)
@@ -224,6 +229,128 @@ def build_tiny_causal_lm(root: str | Path, name: str = "tiny-causal-lm") -> str:
     )
     LlamaForCausalLM(config).eval().save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+# Image parts become the model's image token; plain-string contents are accepted too, so
+# the same template serves text-only chats.
+_VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+# Answers a yes/no judge reads, with and without a leading space, often enough that BPE
+# merges each into a single token, as real vocabularies have them.
+_ANSWER_CORPUS = ["Yes, there is a cat. No, there is no dog.", "Is it red? Yes. Is it blue? No.",
+                  "yes, a cup", "no, a dog", "Yes", "No", "yes", "no", "answer yes or no: no", "answer Yes or No: Yes"]
+
+
+def build_tiny_llava(root: str | Path, name: str = "tiny-llava") -> str:
+    """Random ``LlavaForConditionalGeneration``: a 2-layer CLIP vision tower (32x32 images, 8 px
+    patches, so 16 image tokens) and a 2-layer Llama, 32 wide, with a locally trained BPE.
+
+    The tokenizer has an ``<image>`` special token, ``<|endoftext|>`` as eos/pad, and ``Yes``,
+    ``No``, ``yes``, ``no`` (also after a space) as single tokens; the processor carries a small
+    chat template that takes ``{"type": "image"}`` / ``{"type": "text"}`` parts, so
+    ``processor.apply_chat_template`` and ``processor(text=..., images=...)`` work as with LLaVA.
+    """
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    folder = _root(root, name)
+    specials = ["<|endoftext|>", "<image>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    corpus = ([" ".join(_WORDS), "The cup is on the table.", "A cat is sitting on the sofa."] + _ANSWER_CORPUS) * 4
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_byte_level_bpe(specials, corpus), eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>", unk_token="<|endoftext|>", model_max_length=256,
+    )
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    image_size, patch_size = 32, 8
+    # "default" drops the CLS feature, so the prompt holds one <image> per patch.
+    image_tokens = (image_size // patch_size) ** 2
+    torch.manual_seed(_SEED)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=image_size, patch_size=patch_size, projection_dim=32,
+                                       **_text_vision_sizes()),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                bos_token_id=eos, eos_token_id=eos, pad_token_id=eos),
+        image_token_index=image_token_id, image_seq_length=image_tokens,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id = eos
+    model.save_pretrained(folder, safe_serialization=True)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                   chat_template=_VLM_CHAT_TEMPLATE).save_pretrained(folder)
+    return str(folder)
+
+
+_QWEN2_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen2_vl(root: str | Path, name: str = "tiny-qwen2-vl") -> str:
+    """Random ``Qwen2VLForConditionalGeneration`` (2-layer vision tower with 8 px patches merged
+    2 x 2, 2-layer text model with multimodal RoPE, 32 wide) and a locally trained BPE.
+
+    Images are resized to 32 x 32 pixels, four image tokens each. The tokenizer has Qwen2-VL's
+    vision and box special tokens, so prompts written in its grounding syntax tokenise as they
+    do for the released models.
+    """
+    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+                              Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+    folder = _root(root, name)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>", "<|box_start|>", "<|box_end|>"]
+    corpus = ([" ".join(_WORDS), "The cup is on the table.", "(100,200),(400,600)"] + _ANSWER_CORPUS) * 4
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_byte_level_bpe(specials, corpus), eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>", model_max_length=256,
+    )
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in specials}
+    patch_size, merge_size = 8, 2
+    torch.manual_seed(_SEED)
+    config = Qwen2VLConfig(
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=patch_size,
+                           spatial_merge_size=merge_size, temporal_patch_size=2),
+        # The rotary halves (8 per head) split over time, height and width.
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.save_pretrained(folder, safe_serialization=True)
+    side = patch_size * merge_size * 2
+    vision = dict(min_pixels=side * side, max_pixels=side * side, patch_size=patch_size, merge_size=merge_size,
+                  temporal_patch_size=2)
+    # The processor refuses to be built without a video processor, though no test sends video.
+    Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**vision), tokenizer=tokenizer,
+                     video_processor=Qwen2VLVideoProcessor(**vision),
+                     chat_template=_QWEN2_VL_CHAT_TEMPLATE).save_pretrained(folder)
     return str(folder)
 
 
@@ -251,7 +378,8 @@ def build_tiny_sam(root: str | Path, name: str = "tiny-sam") -> str:
 def build_tiny_models(root: str | Path) -> dict[str, str]:
     """Build every tiny model under ``root``; returns ``{name: spec}``.
 
-    Names: ``hf_clip``, ``open_clip``, ``grounding_dino``, ``owlv2``, ``causal_lm``, ``sam``.
+    Names: ``hf_clip``, ``open_clip``, ``grounding_dino``, ``owlv2``, ``causal_lm``, ``sam``, ``vlm``
+    (a tiny LLaVA, :func:`build_tiny_llava`).
     """
     root = Path(root)
     return {
@@ -261,6 +389,7 @@ def build_tiny_models(root: str | Path) -> dict[str, str]:
         "owlv2": build_tiny_owlv2(root),
         "causal_lm": build_tiny_causal_lm(root),
         "sam": build_tiny_sam(root),
+        "vlm": build_tiny_llava(root),
     }
 
 

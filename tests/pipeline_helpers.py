@@ -34,24 +34,44 @@ CUT_SHORT = "<cut short>"  # promise a longer body than is sent, then close: htt
 
 
 class ChatServer:
-    """Serves POST /v1/chat/completions with ``answer(body) -> str`` (or ``(status, text)``,
-    or :data:`HANG_UP` / :data:`CUT_SHORT` to drop the connection)."""
+    """Serves POST /v1/chat/completions with ``answer(body) -> str`` (or ``(status, text)``;
+    a dict, sent as the whole reply with status 200; or :data:`HANG_UP` / :data:`CUT_SHORT`
+    to drop the connection). ``answer`` runs on one thread per request.
+
+    ``max_in_flight`` is the most requests that were being answered at the same time."""
 
     def __init__(self, answer: Callable[[dict], object]):
         self.answer = answer
         self.requests: list[dict] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server naming)
+                with server._lock:
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    self.answer_request()
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+
+            def answer_request(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                with server._lock:
+                    server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 result = server.answer(body) if self.path == "/v1/chat/completions" else (404, "no such route")
-                if result in (HANG_UP, CUT_SHORT):
+                if isinstance(result, str) and result in (HANG_UP, CUT_SHORT):
                     self.drop(cut_short=result == CUT_SHORT)
                     return
                 status, text = result if isinstance(result, tuple) else (200, result)
-                if status == 200:
+                if isinstance(text, dict):
+                    # Scripted whole replies (logprobs, odd shapes): sent exactly as given.
+                    payload = text
+                elif status == 200:
                     payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
                 else:
                     payload = {"error": {"message": text}}
@@ -75,7 +95,8 @@ class ChatServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the next poll: the default half second would dominate short tests.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:

@@ -177,7 +177,7 @@ def test_task_mismatch_is_a_clear_error(tiny_models, name, task, fragment):
 
 
 def test_tasks_constant_lists_every_task():
-    assert set(TASKS) == {"clip", "detector", "causal-lm", "text-embedding", "sam"}
+    assert set(TASKS) == {"clip", "detector", "causal-lm", "text-embedding", "sam", "vlm"}
 
 
 # ---------------------------------------------------------------------------------------------

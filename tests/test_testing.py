@@ -39,7 +39,7 @@ def test_python_m_clis_testing_builds_the_tiny_models_and_prints_their_specs(tmp
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     specs = json.loads(result.stdout)
-    assert set(specs) == {"hf_clip", "open_clip", "grounding_dino", "owlv2", "causal_lm", "sam"}
+    assert set(specs) == {"hf_clip", "open_clip", "grounding_dino", "owlv2", "causal_lm", "sam", "vlm"}
     for spec in specs.values():
         assert os.path.dirname(spec) == str(tmp_path / "tiny") and os.listdir(spec)
     # Without --json: one "name: spec" line each, then example commands that use them.

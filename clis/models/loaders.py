@@ -16,10 +16,10 @@ import torch
 from clis.errors import InputError, ModelSpecError
 from clis.jsonio import read_json
 
-TASKS = ("clip", "detector", "causal-lm", "text-embedding", "sam")
+TASKS = ("clip", "detector", "causal-lm", "text-embedding", "sam", "vlm")
 
 # task -> {config model_type: (model class, processor class)}. Tasks not listed here
-# (causal-lm, text-embedding) accept any model type their Auto class accepts.
+# (causal-lm, text-embedding, vlm) accept any model type their Auto class accepts.
 HF_CLASSES: dict[str, dict[str, tuple[str, str]]] = {
     "clip": {"clip": ("CLIPModel", "CLIPProcessor")},
     "detector": {
@@ -93,7 +93,9 @@ def _pickled_checkpoint(folder: Path) -> Path:
 def hf_classes_for(folder: Path, task: str, spec: str) -> tuple[Any, Any, str]:
     """(model class, processor/tokenizer class, model_type) for a transformers folder and task."""
     import transformers
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, MODEL_MAPPING_NAMES,
+    )
 
     config = _read_json(folder / "config.json", spec)
     model_type = config.get("model_type")
@@ -111,6 +113,12 @@ def hf_classes_for(folder: Path, task: str, spec: str) -> tuple[Any, Any, str]:
         if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             raise ModelSpecError(f"model {spec} is a {model_type!r} model, which is not a causal language model")
         return transformers.AutoModelForCausalLM, transformers.AutoTokenizer, model_type
+    if task == "vlm":
+        if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            raise ModelSpecError(
+                f"model {spec} is a {model_type!r} model, which is not an image-text-to-text (vision-language) model"
+            )
+        return transformers.AutoModelForImageTextToText, transformers.AutoProcessor, model_type
     # text-embedding
     if model_type in _VISION_TYPES or model_type not in MODEL_MAPPING_NAMES:
         raise ModelSpecError(f"model {spec} is a {model_type!r} model, which is not a text encoder")

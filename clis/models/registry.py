@@ -33,7 +33,7 @@ class LoadedModel:
 
     Attributes:
         spec: the spec string it was loaded from.
-        task: ``clip``, ``detector``, ``causal-lm``, ``text-embedding`` or ``sam``.
+        task: ``clip``, ``detector``, ``causal-lm``, ``text-embedding``, ``sam`` or ``vlm``.
         backend: ``open_clip``, ``hf`` or ``gguf`` (the embedded SmolLM2, read from its GGUF).
         model: the torch module, in eval mode, on ``device``.
         processor: HF processor / tokenizer; for open_clip ``{"preprocess", "tokenizer"}``.
@@ -60,7 +60,7 @@ def load_model(spec: str, task: str, device: str = "cpu", dtype: Any = None,
     Args:
         spec: a model spec string (see ``docs/models.md``), e.g. ``hf:openai/clip-vit-base-patch32``,
             ``open_clip:ViT-B-32/laion2b_s34b_b79k``, ``embedded:minilm`` or a local path.
-        task: ``clip``, ``detector``, ``causal-lm``, ``text-embedding`` or ``sam``.
+        task: ``clip``, ``detector``, ``causal-lm``, ``text-embedding``, ``sam`` or ``vlm``.
         device: torch device string.
         dtype: ``None`` (float32), a ``torch.dtype`` or a name like ``"float16"``.
         trust_remote_code: let transformers run code from the model repo. Off unless asked.

@@ -97,6 +97,46 @@ def chat_completions_url(url: str) -> str:
     return url + "/chat/completions"
 
 
+def post_chat(url: str, body: dict[str, Any], timeout: float) -> Any:
+    """POST ``body`` to the chat-completions endpoint ``url``; return the parsed JSON reply.
+
+    The one HTTP client of clis for OpenAI-compatible servers (the planner and the VLM judges
+    share it, so both classify failures alike). The reply is returned as parsed, whatever its
+    shape: each caller names the field it needed when it is missing. Raises:
+
+    * :class:`InputError` for HTTP 401, 403 and 404 (wrong URL, model or key);
+    * :class:`ModelUnavailableError` when the server cannot be reached at all;
+    * :class:`BackendError` for what may pass on a retry: another HTTP error status, a
+      connection dropped after the server was reached, a reply that is not strict JSON.
+
+    The API key, if the server wants one, is read from ``CLIS_LLM_API_KEY``.
+    """
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get(API_KEY_ENV):
+        headers["Authorization"] = f"Bearer {os.environ[API_KEY_ENV]}"
+    request = urllib.request.Request(url, data=jsonio.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return jsonio.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace").strip().splitlines()
+        if exc.code in (401, 403, 404):
+            # Wrong URL, model or key: every later request would fail the same way.
+            raise InputError(f"{url}: HTTP {exc.code}: {detail[0] if detail else exc.reason}") from None
+        raise BackendError(f"HTTP {exc.code} from {url}") from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, _DROPPED):
+            # Reached, then reset while sending the request: worth another try.
+            raise BackendError(f"{url}: connection dropped: {exc.reason}") from None
+        raise ModelUnavailableError(f"{url}: cannot reach the chat endpoint: {exc.reason}") from None
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        # A server that closes the connection mid-reply (restart, OOM, proxy timeout) fails
+        # this request only; the caller retries it and, if it keeps failing, records it.
+        raise BackendError(f"{url}: connection dropped: {type(exc).__name__}: {exc}") from None
+    except (json.JSONDecodeError, jsonio.JSONError, UnicodeDecodeError) as exc:
+        raise BackendError(f"unreadable reply from {url}: {' '.join(str(exc).split())}") from None
+
+
 class OpenAIChatBackend:
     """Any server speaking the OpenAI chat-completions protocol (vLLM, llama.cpp, ollama, ...).
 
@@ -120,30 +160,7 @@ class OpenAIChatBackend:
             "max_tokens": self.max_new_tokens,
             "seed": seed,
         }
-        headers = {"Content-Type": "application/json"}
-        if os.environ.get(API_KEY_ENV):
-            headers["Authorization"] = f"Bearer {os.environ[API_KEY_ENV]}"
-        request = urllib.request.Request(self.url, data=jsonio.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = jsonio.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace").strip().splitlines()
-            if exc.code in (401, 403, 404):
-                # Wrong URL, model or key: every later request would fail the same way.
-                raise InputError(f"{self.url}: HTTP {exc.code}: {detail[0] if detail else exc.reason}") from None
-            raise BackendError(f"HTTP {exc.code} from {self.url}") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, _DROPPED):
-                # Reached, then reset while sending the request: worth another try.
-                raise BackendError(f"{self.url}: connection dropped: {exc.reason}") from None
-            raise ModelUnavailableError(f"{self.url}: cannot reach the chat endpoint: {exc.reason}") from None
-        except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            # A server that closes the connection mid-reply (restart, OOM, proxy timeout) fails
-            # this request only; the planner retries it and, if it keeps failing, records it.
-            raise BackendError(f"{self.url}: connection dropped: {type(exc).__name__}: {exc}") from None
-        except (json.JSONDecodeError, jsonio.JSONError, UnicodeDecodeError) as exc:
-            raise BackendError(f"unreadable reply from {self.url}: {' '.join(str(exc).split())}") from None
+        reply = post_chat(self.url, body, self.timeout)
         try:
             return reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
