@@ -52,6 +52,9 @@ RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "inst
 # It is the layout's ``clis.layout.layout_sha256``, so a resumed run can tell a layout that
 # changed under the same id (null for a layout that failed validation).
 LAYOUT_HASH_KEY = "layout_sha256"
+# Written last, by the VLM judges only: the judge's name and its whole-image terms
+# (``docs/clis-i.md``). Records of the clip judge do not have it.
+JUDGE_KEY = "judge"
 # How every line clis writes begins (json.dumps of a dict whose first key is layout_id).
 RECORD_START = b'{"layout_id": '
 
@@ -59,6 +62,8 @@ RECORD_START = b'{"layout_id": '
 # max_pixels only decides which images become error records, and those are retried anyway.
 # layout_scores only says where CLIS-L comes from: its manifest is compared under "models".
 RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache", "layout_scores")
+# The same within the judge's settings (its models are compared by fingerprint under "models").
+JUDGE_RUN_ONLY = ("concurrency", "retries", "timeout", "cache", "vlm", "vlm_model", "rater", "rater_model")
 # Settings naming models: a resumed run compares the models' fingerprints under "models" instead,
 # so a model folder that moved (same weights, new path) still matches.
 MODEL_SETTINGS = ("image_model", "detector", "layout")
@@ -118,6 +123,14 @@ class ScoreConfig(ImageScoreConfig):
         if device is None or device.type not in DEVICE_TYPES:
             raise ValueError(f"{value!r} is not a device; use cpu, cuda, cuda:N or mps")
         return value
+
+    @model_validator(mode="after")
+    def _judge_detector(self) -> "ScoreConfig":
+        # The paper's protocol has no detector term: --judge acp reproduces it unless a
+        # detector is asked for by name.
+        if self.judge.name == "acp" and "detector" not in self.model_fields_set:
+            self.detector = "none"
+        return self
 
     @property
     def detector_enabled(self) -> bool:
@@ -300,7 +313,34 @@ def resume_signature(manifest: dict) -> dict:
         "weights": manifest.get("weights"),
         "settings": {k: v for k, v in settings.items() if k not in skipped},
     }
+    judge = signature["settings"].pop("judge", None)
+    judge = judge if isinstance(judge, dict) else {"name": "clip"}
+    if judge.get("name") != "clip":
+        # The clip judge reads none of the judge's settings, so a run from before judges existed
+        # resumes as one of today's clip runs.
+        signature["settings"]["judge"] = {k: v for k, v in judge.items() if k not in JUDGE_RUN_ONLY}
+    # Each judge's instance weights are the only ones that change its numbers.
+    unused = ("context", "crop") if judge.get("name") == "clip" else ("region", "grounding")
+    for group, key in ((signature["weights"], "clis_i"), (signature["settings"], "weights")):
+        if isinstance(group, dict) and isinstance(group.get(key), dict):
+            group[key] = {k: v for k, v in group[key].items() if k not in unused}
     return json.loads(json.dumps(signature, default=str))  # tuples, numbers: as the JSON file has them
+
+
+def judge_name(manifest: dict) -> str:
+    """The judge a manifest's run used (runs from before judges existed used clip)."""
+    settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+    judge = settings.get("judge") if isinstance(settings.get("judge"), dict) else {}
+    name = judge.get("name", "clip")
+    return name if isinstance(name, str) else repr(name)
+
+
+def check_same_judge(previous_manifest: Path, earlier: dict, judge: str) -> None:
+    """InputError (one line) when the run ``earlier`` (a manifest) used another judge than ``judge``."""
+    if judge_name(earlier) != judge:
+        raise InputError(f"{previous_manifest}: --resume needs the judge of the run it continues: the earlier run used "
+                         f"--judge {judge_name(earlier)}, this one --judge {judge}; drop --resume (or pass --overwrite) "
+                         "or use another --out")
 
 
 def _differences(then: Any, now: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
@@ -330,6 +370,7 @@ def check_resumable(previous_manifest: Path, current: dict) -> dict:
         raise InputError(f"{previous_manifest}: unreadable ({one_line(exc)}); {hint}") from None
     if not isinstance(earlier, dict):
         raise InputError(f"{previous_manifest}: not a clis score manifest (not a JSON object); {hint}")
+    check_same_judge(previous_manifest, earlier, judge_name(current))
     changes = list(_differences(resume_signature(earlier), resume_signature(current)))
     if changes:
         field, then, now = changes[0]
@@ -477,30 +518,38 @@ class Scorer:
     def __init__(self, config: Optional[ScoreConfig] = None, **overrides: Any):
         base = config.model_dump(by_alias=True) if config is not None else {}
         self.config = ScoreConfig.checked(_deep_merge(base, overrides)) if overrides or config is None else config
-        from clis.models.clip import ClipEncoder
-
         cfg = self.config
         check_device(cfg.device)
-        clip = _load_or_explain(
-            cfg.image_model, "clip", cfg, "CLIP weights",
-            f"pass --image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
-            f"{cfg.image_model}` on a connected machine",
-        )
-        self.encoder = ClipEncoder(clip)
         self.detector: Optional[Detector] = None
+        self.encoder = None
+        self.text_cache: Optional[TextEmbeddingCache] = None
+        if cfg.judge.name == "clip":
+            from clis.models.clip import ClipEncoder
+
+            clip = _load_or_explain(
+                cfg.image_model, "clip", cfg, "CLIP weights",
+                f"pass --image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
+                f"{cfg.image_model}` on a connected machine",
+            )
+            self.encoder = ClipEncoder(clip)
         if cfg.detector_enabled:
             detector = _load_or_explain(
                 cfg.detector, "detector", cfg, "detector weights",
                 f"pass --detector PATH, --detector none, or run `clis models fetch {cfg.detector}`",
             )
             self.detector = Detector(detector, cfg.detection)
-        self.text_cache = TextEmbeddingCache(
-            self.encoder.encode_texts, model_key(clip.fingerprint or {"spec": clip.spec}), cfg.embedding_cache
-        )
-        self.image_scorer = ImageScorer(
-            self.encoder, self.detector, cfg, text_cache=self.text_cache, batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers, max_pixels=cfg.max_pixels,
-        )
+        if self.encoder is not None:
+            self.text_cache = TextEmbeddingCache(
+                self.encoder.encode_texts, model_key(clip.fingerprint or {"spec": clip.spec}), cfg.embedding_cache
+            )
+            self.image_scorer: Any = ImageScorer(
+                self.encoder, self.detector, cfg, text_cache=self.text_cache, batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers, max_pixels=cfg.max_pixels,
+            )
+        else:
+            from clis.image_score.judges import load_vlm_judge
+
+            self.image_scorer = load_vlm_judge(cfg, self.detector)
         self.layout_scorer = self._load_layout_scorer()
         self._clis_l: dict[str, Optional[float]] = {}
         self.layout_errors: dict[str, str] = {}
@@ -568,8 +617,11 @@ class Scorer:
         else:
             weights = self.config.combine
             record["clis"] = round(weighted_mean([record["clis_i"], record["clis_l"]], [weights.image, weights.layout]), 4)
-        return {**{key: record[key] for key in RECORD_KEYS},
-                LAYOUT_HASH_KEY: self._layout_hashes.get(record["layout_id"])}
+        combined = {**{key: record[key] for key in RECORD_KEYS},
+                    LAYOUT_HASH_KEY: self._layout_hashes.get(record["layout_id"])}
+        if JUDGE_KEY in record:
+            combined[JUDGE_KEY] = record[JUDGE_KEY]
+        return combined
 
     # -- texts longer than the CLIP context --------------------------------------------------------
 
@@ -577,6 +629,8 @@ class Scorer:
         """Note which captions and object phrases CLIP will cut (each distinct text tokenized once),
         and which queries the detector will."""
         self.image_scorer.check_detector_queries(layouts)
+        if self.encoder is None:
+            return  # a VLM judge: no CLIP text context to fit into
         captions = list(dict.fromkeys(lay.caption for lay in layouts if lay.caption.strip()))
         captions = [text for text in captions if text not in self._captions_cut]
         phrases = list(dict.fromkeys(obj.phrase for lay in layouts for obj in lay.objects))
@@ -591,7 +645,7 @@ class Scorer:
         """Captions and object phrases of the scored layouts that were cut to the CLIP context
         (and, with a detector, the queries cut to its text limit)."""
         found = {
-            "context_length": self.encoder.context_length,
+            "context_length": None if self.encoder is None else self.encoder.context_length,
             "captions": sorted(text for text, cut in self._captions_cut.items() if cut),
             "phrases": sorted(text for text, cut in self._phrases_cut.items() if cut),
         }
@@ -835,19 +889,21 @@ class Scorer:
             "created": self.started,
             "updated": _now(),
             "models": {
-                "image_model": {"spec": cfg.image_model, **(self.encoder.loaded.fingerprint or {})},
+                "image_model": None if self.encoder is None else {"spec": cfg.image_model,
+                                                                  **(self.encoder.loaded.fingerprint or {})},
+                "judge": None if self.encoder is not None else self.image_scorer.manifest(),
                 "detector": None if self.detector is None else {"spec": cfg.detector, **(self.detector.loaded.fingerprint or {})},
                 "layout": self.layout_scorer.manifest() if self.layout_scorer is not None else None,
             },
             "weights": {
-                "clis_i": cfg.weights.as_dict(),
+                "clis_i": cfg.weights.for_judge(cfg.judge.name),
                 "clis": cfg.combine.model_dump(),
                 "detection_used": self.detector is not None,
                 "layout_score_used": self.layout_scorer is not None,
             },
             "settings": cfg.model_dump(mode="json", by_alias=True),
             "grounding_logit_scale": self.image_scorer.logit_scale,
-            "truncated_texts": sorted(self.text_cache.truncated),
+            "truncated_texts": sorted(self.text_cache.truncated) if self.text_cache is not None else [],
             "truncation": self.truncation(),
             "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": cfg.device},
         }
@@ -860,13 +916,18 @@ class Scorer:
                 data["run"]["orphan_images"] = [str(p) for p in discovery.orphans]
             data["run"]["layout_score_errors"] = dict(self.layout_errors)
             data["run"]["generation"] = self.generation
+            if self.encoder is None:
+                data["run"]["judge_requests"] = self.image_scorer.stats()
         return data
 
     def write_manifest(self, out: str | Path) -> Path:
         return write_text_atomic(manifest_path(out), jsonio.dumps(self.manifest(), indent=2))
 
     def close(self) -> None:
-        self.text_cache.close()
+        if self.text_cache is not None:
+            self.text_cache.close()
+        else:
+            self.image_scorer.close()
         if self.layout_scorer is not None and hasattr(self.layout_scorer, "close"):
             self.layout_scorer.close()
 

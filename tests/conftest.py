@@ -41,6 +41,13 @@ def _own_layout_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CLIS_LAYOUT_CACHE", str(tmp_path_factory.mktemp("layout-cache") / "layout_scores.sqlite"))
 
 
+@pytest.fixture(autouse=True)
+def _own_judge_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own VLM-judge answer cache (``CLIS_JUDGE_CACHE``), for the reason above:
+    a test that counts the requests a server receives must not be answered from another test's run."""
+    monkeypatch.setenv("CLIS_JUDGE_CACHE", str(tmp_path_factory.mktemp("judge-cache") / "judge_answers.sqlite"))
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, clis_cache_dir) -> dict[str, str]:
     """``{name: spec}`` of tiny random models (see ``clis.testing.build_tiny_models``), built once.

@@ -50,20 +50,18 @@ class ChatServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server naming)
-                with server._lock:
-                    server._in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
-                try:
-                    self.answer_request()
-                finally:
-                    with server._lock:
-                        server._in_flight -= 1
-
-            def answer_request(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                result = server.answer(body) if self.path == "/v1/chat/completions" else (404, "no such route")
+                    # Counted while the answer is made, not while it is sent: a client may read the
+                    # reply and send its next request before this handler has returned.
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    result = server.answer(body) if self.path == "/v1/chat/completions" else (404, "no such route")
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
                 if isinstance(result, str) and result in (HANG_UP, CUT_SHORT):
                     self.drop(cut_short=result == CUT_SHORT)
                     return

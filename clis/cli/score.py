@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clis.errors import ClisError, InputError
-from clis.models.defaults import DEFAULT_CLIP, DEFAULT_DETECTOR
+from clis.models.defaults import DEFAULT_CLIP, DEFAULT_DETECTOR, DEFAULT_RATER, DEFAULT_VLM
 
 # ScoreConfig's defaults as --help shows them, written out so that --help need not import
 # clis.scorer (and torch); tests/test_cli_help.py checks them against ScoreConfig.
@@ -29,8 +29,11 @@ SHOWN_DEFAULTS = {"batch_size": "32", "device": "cpu"}
 # --weight NAME=VALUE: which config group each name belongs to.
 WEIGHT_NAMES = {
     "global": "weights", "instances": "weights", "region": "weights", "grounding": "weights",
-    "detection": "weights", "image": "combine", "layout": "combine",
+    "detection": "weights", "context": "weights", "crop": "weights", "image": "combine", "layout": "combine",
 }
+# Written out so that --help need not import clis.image_score (and torch).
+JUDGE_NAMES = ("clip", "vqa", "acp")
+GROUNDING_NAMES = ("auto", "qwen", "qwen2", "plain")
 CSV_COLUMNS = (
     "layout_id", "image", "clis", "clis_i", "clis_l", "global",
     "mean_instance", "min_instance", "n_instances", "n_found", "error",
@@ -132,8 +135,20 @@ def score(
     config: Optional[Path] = typer.Option(None, "--config", help="Settings file (.json, .toml, .yaml)."),
     weight: list[str] = typer.Option(
         [], "--weight", help="NAME=VALUE, repeatable; NAME: global, instances, region, grounding, detection, "
-        "image, layout."
+        "context, crop (vqa/acp judges), image, layout."
     ),
+    judge: Optional[str] = typer.Option(None, "--judge", show_default="clip",
+                                        help="Who reads the images: clip, vqa (VLM P(Yes)) or acp (VLM + rater, the paper's)."),
+    vlm: Optional[str] = typer.Option(None, "--vlm", show_default=DEFAULT_VLM,
+                                      help="VLM of --judge vqa|acp: a spec, a local PATH or http://HOST:PORT/v1."),
+    vlm_model: Optional[str] = typer.Option(None, "--vlm-model", help="Model name on the --vlm server."),
+    rater: Optional[str] = typer.Option(None, "--rater", show_default=DEFAULT_RATER,
+                                        help="Rater LLM of --judge acp: a spec, a local PATH or http://HOST:PORT/v1."),
+    rater_model: Optional[str] = typer.Option(None, "--rater-model", help="Model name on the --rater server."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, max=256, show_default="4",
+                                              help="Requests in flight to a served VLM or rater."),
+    grounding: Optional[str] = typer.Option(None, "--grounding", show_default="auto",
+                                            help="Box syntax of VLM prompts: auto, qwen, qwen2 or plain."),
     crop_margin: Optional[float] = typer.Option(None, "--crop-margin", help="Context around boxes (fraction)."),
     distractor: list[str] = typer.Option([], "--distractor", help="Grounding distractor phrase (repeatable; replaces the defaults)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Larger images become error records."),
@@ -163,9 +178,54 @@ def score(
         raise typer.Exit(1)
 
 
+def judge_overrides(judge: Optional[str], vlm: Optional[str], vlm_model: Optional[str], rater: Optional[str],
+                    rater_model: Optional[str], concurrency: Optional[int], grounding: Optional[str]) -> dict[str, Any]:
+    """The ``judge`` settings the flags give; flags that only another judge reads are refused."""
+    if judge is not None and judge not in JUDGE_NAMES:
+        raise InputError(f"--judge {judge!r}: expected one of {', '.join(JUDGE_NAMES)}")
+    if grounding is not None and grounding not in GROUNDING_NAMES:
+        raise InputError(f"--grounding {grounding!r}: expected one of {', '.join(GROUNDING_NAMES)}")
+    flags = _overrides(vlm=vlm, vlm_model=vlm_model, rater=rater, rater_model=rater_model, concurrency=concurrency,
+                       grounding=grounding)
+    if judge is not None:
+        flags["name"] = judge
+    return flags
+
+
+def check_judge_flags(settings: Any, given: dict[str, Any]) -> None:
+    """Refuse flags that the chosen judge would silently ignore."""
+    name = settings.judge.name
+    vlm_flags = ("vlm", "vlm_model", "concurrency", "grounding")
+    if name == "clip":
+        ignored = [key for key in (*vlm_flags, "rater", "rater_model") if key in given]
+    elif name == "vqa":
+        ignored = [key for key in ("rater", "rater_model") if key in given]
+    else:
+        ignored = []
+    if ignored:
+        flag = "--" + ignored[0].replace("_", "-")
+        needs = "--judge acp" if ignored[0].startswith("rater") else "--judge vqa or --judge acp"
+        raise InputError(f"{flag} is read only with {needs}, and this run uses --judge {name}")
+
+
+def check_resumed_judge(out: Path, judge: str) -> None:
+    """Refuse to resume another judge's run before any model loads (score_folder checks the rest)."""
+    from clis import jsonio
+    from clis.scorer import check_same_judge, manifest_path
+
+    try:
+        earlier = jsonio.loads(manifest_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # missing or unreadable: score_folder refuses it with the full explanation
+    if isinstance(earlier, dict):
+        check_same_judge(manifest_path(out), earlier, judge)
+
+
 def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image_model, detector, batch_size,
          device, no_layout_score, resume, overwrite, config, weight, crop_margin, distractor, max_pixels,
-         num_workers, embedding_cache, quiet, strict=False, layout_scores=None, **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
+         num_workers, embedding_cache, quiet, strict=False, layout_scores=None, judge=None, vlm=None, vlm_model=None,
+         rater=None, rater_model=None, concurrency=None, grounding=None,
+         **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
     from clis.formats import read_layouts
 
     # Everything about the input is checked before torch and any model are loaded, so a typo
@@ -198,7 +258,13 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         distractors=list(distractor) or None, layout_score=False if no_layout_score else None,
     )
     overrides.update(parse_weights(weight))
+    judge_flags = judge_overrides(judge, vlm, vlm_model, rater, rater_model, concurrency, grounding)
+    if judge_flags:
+        overrides["judge"] = judge_flags
     settings = ScoreConfig.from_file(config, **overrides) if config else ScoreConfig.checked(overrides, "options")
+    check_judge_flags(settings, judge_flags)
+    if resume and out.exists() and out.stat().st_size > 0:
+        check_resumed_judge(out, settings.judge.name)
     check_layouts_in_canvas(layout_list, str(layouts))
     if settings.layout_scores:
         if not settings.layout_score:

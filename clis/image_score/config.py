@@ -17,6 +17,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clis.models.defaults import DEFAULT_RATER
+
 # Phrases that describe "no particular object". A crop that shows nothing but background
 # should prefer these over the object's own description, which is what makes the grounding
 # term punish empty or wrong regions even in a layout with a single object.
@@ -39,6 +41,10 @@ class ImageScoreWeights(BaseModel):
     region: float = Field(0.2, ge=0)
     grounding: float = Field(0.4, ge=0)
     detection: float = Field(0.4, ge=0)
+    # The VLM judges (vqa, acp): S_k = (context * X_k + crop * C_k + detection * D_k) / (sum in use),
+    # X_k asked about the box in the whole image, C_k about its crop. 0.8 / 0.2 is the paper's.
+    context: float = Field(0.8, ge=0)
+    crop: float = Field(0.2, ge=0)
 
     @model_validator(mode="after")
     def _some_weight(self) -> "ImageScoreWeights":
@@ -46,10 +52,17 @@ class ImageScoreWeights(BaseModel):
             raise ValueError("weights: global + instances must be > 0")
         if self.region + self.grounding + self.detection <= 0:
             raise ValueError("weights: region + grounding + detection must be > 0")
+        if self.context + self.crop + self.detection <= 0:
+            raise ValueError("weights: context + crop + detection must be > 0")
         return self
 
     def as_dict(self) -> dict[str, float]:
         return self.model_dump(by_alias=True)
+
+    def for_judge(self, judge: str) -> dict[str, float]:
+        """The weights that judge ``judge`` reads (the others cannot change its numbers)."""
+        unused = ("context", "crop") if judge == "clip" else ("region", "grounding")
+        return {k: v for k, v in self.as_dict().items() if k not in unused}
 
 
 class DetectionConfig(BaseModel):
@@ -67,6 +80,46 @@ class DetectionConfig(BaseModel):
     score_threshold: float = Field(0.3, ge=0, le=1)
     # Overlapping detections of the same query above this IoU are one object (NMS).
     nms_iou: float = Field(0.5, gt=0, le=1)
+
+
+JUDGES = ("clip", "vqa", "acp")
+
+
+class JudgeConfig(BaseModel):
+    """Which judge reads the images, and the VLM and rater it asks (``docs/clis-i.md``).
+
+    ``clip`` needs none of the other fields. ``vqa`` and ``acp`` ask ``vlm`` (a model spec or
+    an ``http(s)://`` OpenAI-compatible endpoint with ``vlm_model``); ``acp`` also asks
+    ``rater``, any backend ``clis plan`` accepts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["clip", "vqa", "acp"] = "clip"
+    vlm: Optional[str] = None
+    vlm_model: Optional[str] = None
+    rater: str = DEFAULT_RATER
+    rater_model: Optional[str] = None
+    # How the rater answers: "json" asks for {"score", "explanation"} as text; "guided" (local
+    # models only) reads the score digit from the model's next-token probabilities, which a
+    # 135M model cannot get wrong; "auto" is guided for local models up to 1B parameters.
+    rater_mode: Literal["auto", "json", "guided"] = "auto"
+    # The box syntax of the VLM's prompts: "auto" reads it from a local model's type (plain for
+    # a server, which does not say what it runs).
+    grounding: Literal["auto", "qwen", "qwen2", "plain"] = "auto"
+    # Decoding of the VLM's descriptions and the rater's answers (0: greedy).
+    max_new_tokens: int = Field(96, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=5)
+    seed: int = Field(0, ge=0)
+    # Attempts of one rating before its candidate becomes an error record (each with a new seed).
+    rating_attempts: int = Field(2, ge=1, le=10)
+    # Served models only: requests in flight, retries of a failed request, seconds per request.
+    concurrency: int = Field(4, ge=1, le=256)
+    retries: int = Field(3, ge=0, le=20)
+    timeout: float = Field(120.0, gt=0)
+    # SQLite file of the VLM's and the rater's answers; None: <cache dir>/judge_answers.sqlite
+    # (or $CLIS_JUDGE_CACHE), "off": no cache.
+    cache: Optional[str] = None
 
 
 class ImageScoreConfig(BaseModel):
@@ -88,6 +141,7 @@ class ImageScoreConfig(BaseModel):
     # Temperature of the grounding softmax; None uses the model's learned logit scale.
     grounding_logit_scale: Optional[float] = Field(None, gt=0)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
     @field_validator("distractors")
     @classmethod

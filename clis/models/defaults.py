@@ -14,3 +14,7 @@ DEFAULT_SAM = "hf:facebook/sam-vit-base"
 # generators take the id without "hf:").
 DEFAULT_GLIGEN = "hf:masterful/gligen-1-4-generation-text-box"
 DEFAULT_SD = "hf:CompVis/stable-diffusion-v1-4"
+# The VLM of `clis score --judge vqa|acp` (Qwen2-VL reads boxes as <|box_start|>(x0,y0),(x1,y1)<|box_end|>
+# on a 0..1000 grid) and the acp judge's rater.
+DEFAULT_VLM = "hf:Qwen/Qwen2-VL-2B-Instruct"
+DEFAULT_RATER = "embedded:smollm2"

