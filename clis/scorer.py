@@ -130,6 +130,12 @@ class ScoreConfig(ImageScoreConfig):
         # detector is asked for by name.
         if self.judge.name == "acp" and "detector" not in self.model_fields_set:
             self.detector = "none"
+        # Each judge reads its own instance terms; with the detector off, its weight drops out.
+        terms = ("region", "grounding") if self.judge.name == "clip" else ("context", "crop")
+        used = [*terms, *(("detection",) if self.detector_enabled else ())]
+        if sum(getattr(self.weights, name) for name in used) <= 0:
+            raise ValueError(f"weights: {' + '.join(used)} must be > 0 for --judge {self.judge.name}"
+                             + ("" if self.detector_enabled else " without a detector"))
         return self
 
     @property
@@ -154,6 +160,10 @@ class ScoreConfig(ImageScoreConfig):
             raise InputError(f"{path}: cannot parse config file: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: a config file must hold a table/object of settings")
+        if "judge" in data and not isinstance(data["judge"], dict):
+            # Merged with the judge flags, a bare name would be replaced, not kept.
+            raise InputError(f"{path}: judge: expected a table of judge settings, such as judge = {{name = \"vqa\"}}, "
+                             f"not {data['judge']!r}")
         return cls.checked(_deep_merge(data, overrides), source=str(path))
 
     @classmethod
@@ -516,7 +526,9 @@ class Scorer:
     """
 
     def __init__(self, config: Optional[ScoreConfig] = None, **overrides: Any):
-        base = config.model_dump(by_alias=True) if config is not None else {}
+        # Only what was set: defaults that depend on other fields (the acp judge's detector) are
+        # then worked out again with the overrides.
+        base = config.model_dump(by_alias=True, exclude_unset=True) if config is not None else {}
         self.config = ScoreConfig.checked(_deep_merge(base, overrides)) if overrides or config is None else config
         cfg = self.config
         check_device(cfg.device)

@@ -250,3 +250,47 @@ def test_embedding_cache_file_also_keeps_the_judge_answers(tmp_path, capsys):
         assert len(server.requests) == asked
     with sqlite3.connect(cache) as db:
         assert db.execute("SELECT COUNT(*) FROM judge_answers_v1").fetchone()[0] == asked
+
+
+def test_each_crop_request_carries_exactly_its_box_and_the_others_the_whole_image(tmp_path, capsys):
+    import math as m
+
+    layout = next(lay for lay in load_layouts(LAYOUTS) if lay.id == "horse")
+    (tmp_path / "one").mkdir()
+    source = next(p for p in IMAGES.iterdir() if p.stem == "horse")
+    (tmp_path / "one" / source.name).write_bytes(source.read_bytes())
+    (tmp_path / "layouts.json").write_text(json.dumps([json.loads(layout.model_dump_json(by_alias=True, exclude_none=True))]))
+    bodies = []
+    with judge_server() as server:
+        code, output = run_cli(["score", str(tmp_path / "one"), str(tmp_path / "layouts.json"), "--out",
+                                str(tmp_path / "s.jsonl"), "--judge", "vqa", "--vlm", server.url, "--detector", "none",
+                                "--no-layout-score", "-q"], capsys)
+        bodies = [r["body"] for r in server.requests]
+    assert code == 0, output
+    full = Image.open(source).convert("RGB")
+    for obj in layout.objects:
+        # The box widened by 10% of its side on each side, rounded outwards, clipped to the image.
+        x, y, w, h = obj.bbox
+        W, H = full.size
+        cx, cy, hw, hh = (x + w / 2) * W, (y + h / 2) * H, max(w * W * 1.2, 16) / 2, max(h * H * 1.2, 16) / 2
+        window = (max(0, m.floor(cx - hw)), max(0, m.floor(cy - hh)), min(W, m.ceil(cx + hw)), min(H, m.ceil(cy + hh)))
+        [crop_body] = [b for b in bodies if request_prompt(b) == f'Does this picture show "{obj.phrase}"? Answer yes or no.']
+        assert request_image(crop_body).tobytes() == full.crop(window).tobytes()
+        assert request_image(crop_body).size == full.crop(window).size
+    for body in bodies:
+        if not request_prompt(body).startswith("Does this picture"):
+            assert request_image(body).tobytes() == full.tobytes()
+    assert len(bodies) == 1 + 2 * len(layout.objects)
+
+
+def test_bench_compare_scores_a_folder_with_the_judge_of_its_config(tmp_path, capsys):
+    with judge_server() as server:
+        config = tmp_path / "judge.json"
+        config.write_text(json.dumps({"judge": {"name": "vqa", "vlm": server.url, "vlm_model": "m"},
+                                      "detector": "none", "layout_score": False}))
+        code, output = run_cli(["bench", "compare", f"a={IMAGES}", "--layouts", str(LAYOUTS), "-o", str(tmp_path / "c"),
+                                "--config", str(config), "--bootstrap", "100", "--no-plot"], capsys)
+        assert code == 0, output
+        assert server.requests
+    records = read_records(tmp_path / "c" / "a" / "scores.jsonl")
+    assert records and all(r["judge"]["name"] == "vqa" and r["clis"] == pytest.approx(67.0) for r in records)

@@ -192,9 +192,18 @@ def judge_overrides(judge: Optional[str], vlm: Optional[str], vlm_model: Optiona
     return flags
 
 
-def check_judge_flags(settings: Any, given: dict[str, Any]) -> None:
+def check_judge_flags(settings: Any, given: dict[str, Any], weights: dict[str, dict[str, float]],
+                      image_model: Optional[str] = None, distractor: list[str] = ()) -> None:
     """Refuse flags that the chosen judge would silently ignore."""
     name = settings.judge.name
+    unread = ("context", "crop") if name == "clip" else ("region", "grounding")
+    ignored_weight = next((key for key in weights.get("weights", {}) if key in unread), None)
+    if ignored_weight is not None:
+        needs = "--judge vqa or --judge acp" if name == "clip" else "--judge clip"
+        raise InputError(f"--weight {ignored_weight}=... is read only with {needs}, and this run uses --judge {name}")
+    if name != "clip" and (image_model is not None or distractor):
+        flag = "--image-model" if image_model is not None else "--distractor"
+        raise InputError(f"{flag} is read only with --judge clip (CLIP), and this run uses --judge {name}")
     vlm_flags = ("vlm", "vlm_model", "concurrency", "grounding")
     if name == "clip":
         ignored = [key for key in (*vlm_flags, "rater", "rater_model") if key in given]
@@ -262,7 +271,17 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
     if judge_flags:
         overrides["judge"] = judge_flags
     settings = ScoreConfig.from_file(config, **overrides) if config else ScoreConfig.checked(overrides, "options")
-    check_judge_flags(settings, judge_flags)
+    check_judge_flags(settings, judge_flags, parse_weights(weight), image_model=image_model, distractor=distractor)
+    if settings.judge.name != "clip":
+        from clis.image_score.judges.answers import run_cache_path
+
+        cache = run_cache_path(settings.judge.cache, settings.embedding_cache)
+        if cache is not None and not (embedding_cache is not None and Path(cache) == Path(embedding_cache)):
+            # Like --embedding-cache, the answer cache is written: it may not be an input or an output.
+            check_paths(inputs={"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
+                        outputs={"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
+                                 "the judge answer cache": cache},
+                        input_folders={"IMAGES": images})
     if resume and out.exists() and out.stat().st_size > 0:
         check_resumed_judge(out, settings.judge.name)
     check_layouts_in_canvas(layout_list, str(layouts))

@@ -110,7 +110,7 @@ class JudgeConfig(BaseModel):
     # Decoding of the VLM's descriptions and the rater's answers (0: greedy).
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=5)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     # Attempts of one rating before its candidate becomes an error record (each with a new seed).
     rating_attempts: int = Field(2, ge=1, le=10)
     # Served models only: requests in flight, retries of a failed request, seconds per request.

@@ -53,7 +53,7 @@ import base64
 import math
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any, Callable, Sequence
 
 from PIL import Image
@@ -61,6 +61,7 @@ from PIL import Image
 from clis.errors import InputError
 from clis.planning.backends import BackendError, chat_completions_url, post_chat
 from clis.vlm.base import GROUNDING_SYNTAXES, Answer, Probability, RequestFailed, VLMRequest, png_bytes
+from clis.vlm.pool import DaemonPool
 
 # How one request is sent and its reply read: (request, data URL of an image) -> answer.
 _Ask = Callable[[VLMRequest, Callable[[Image.Image], str]], Any]
@@ -186,7 +187,7 @@ class OpenAIVLM:
         self.top_logprobs = _positive_int("top_logprobs", top_logprobs, 1)
         self.grounding = grounding
         self._sleep = sleep
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="clis-vlm")
+        self._pool = DaemonPool(self.concurrency, "clis-vlm")
 
     # -- VLMClient ---------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class OpenAIVLM:
         }
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown()
 
     def __enter__(self) -> "OpenAIVLM":
         return self
@@ -324,6 +325,6 @@ class OpenAIVLM:
                 return ask(request, data_urls)
             except BackendError as exc:
                 reason = _one_line(str(exc))
-            if attempt + 1 < attempts:
+            if attempt + 1 < attempts and not abort.is_set():  # no backoff for a batch already given up
                 self._sleep(self.backoff * 2**attempt)
         return RequestFailed(f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})")

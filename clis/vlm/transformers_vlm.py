@@ -29,8 +29,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -55,6 +56,14 @@ def _first_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
 def _reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _template_digest(processor: Any) -> Optional[str]:
+    template = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None),
+                                                                      "chat_template", None)
+    if not isinstance(template, str):
+        return None
+    return hashlib.sha256(template.encode("utf-8")).hexdigest()
 
 
 class TransformersVLM:
@@ -183,6 +192,9 @@ class TransformersVLM:
             "kind": "transformers",
             **self.loaded.fingerprint,
             "model_type": self.model_type,
+            # Answers differ by precision (bf16 against fp32) and by the prompt the template builds.
+            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "chat_template_sha256": _template_digest(self.processor),
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "yes_tokens": [self.tokenizer.decode([i]) for i in self.yes_ids],

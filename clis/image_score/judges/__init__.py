@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from clis.errors import ModelUnavailableError
-from clis.image_score.judges.answers import AnswerCache, CachedVLM, resolve_path
+from clis.image_score.judges.answers import AnswerCache, CachedVLM, run_cache_path
 from clis.image_score.judges.vlm_judges import ACPJudge, VLMJudge, VQAJudge
 
 def load_vlm_judge(cfg: Any, detector: Optional[Any] = None) -> VLMJudge:
@@ -30,12 +30,7 @@ def load_vlm_judge(cfg: Any, detector: Optional[Any] = None) -> VLMJudge:
 
     judge = cfg.judge
     spec = judge.vlm or DEFAULT_VLM
-    # --embedding-cache FILE holds the answers too (another table), as it holds CLIS-L results,
-    # unless the judge names its own file or CLIS_JUDGE_CACHE turns caching off.
-    setting = judge.cache
-    if setting is None and cfg.embedding_cache and resolve_path(None) is not None:
-        setting = cfg.embedding_cache
-    path = resolve_path(setting)
+    path = run_cache_path(judge.cache, cfg.embedding_cache)
     cache = AnswerCache(path) if path is not None else None
     try:
         try:

@@ -35,6 +35,7 @@ FILE_NAME = "judge_answers.sqlite"
 TABLE = "judge_answers_v1"
 OFF_VALUES = ("off", "none", "no", "0", "false")
 _CHUNK = 500
+_GENERATION = ("max_new_tokens", "temperature")
 _BUSY_TIMEOUT_S = 30.0
 
 
@@ -66,6 +67,15 @@ def resolve_path(setting: Optional[str]) -> Optional[Path]:
     from clis.models.cache import cache_dir
 
     return cache_dir() / FILE_NAME
+
+
+def run_cache_path(judge_cache: Optional[str], embedding_cache: Optional[str]) -> Optional[Path]:
+    """The answer cache of a run: the judge's ``cache`` setting, else ``--embedding-cache`` (which
+    holds the answers in another table, as it holds CLIS-L results), else ``$CLIS_JUDGE_CACHE`` or
+    the cache dir's file; None when off (``CLIS_JUDGE_CACHE=off`` also turns the shared file off)."""
+    if judge_cache is None and embedding_cache and resolve_path(None) is not None:
+        judge_cache = embedding_cache
+    return resolve_path(judge_cache)
 
 
 class AnswerCache:
@@ -146,7 +156,9 @@ class CachedVLM:
         self._model = inner.describe()
 
     def _through_cache(self, kind: str, requests: Sequence[VLMRequest], seed: Optional[int], ask) -> list:
-        keys = [answer_key(kind, self._model, image_digest(r.image), r.prompt, seed) for r in requests]
+        # P(Yes) is read from one forward pass: the generation settings do not change it.
+        model = self._model if kind != "yes" else {k: v for k, v in self._model.items() if k not in _GENERATION}
+        keys = [answer_key(kind, model, image_digest(r.image), r.prompt, seed) for r in requests]
         known = self.cache.get_many(keys) if self.cache is not None else {}
         missing = [i for i, key in enumerate(keys) if key not in known]
         answers: list[Any] = [known.get(key) for key in keys]

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from clis import jsonio
-from clis.errors import ModelSpecError
+from clis.errors import InputError, ModelSpecError, ModelUnavailableError
 from clis.image_score.judges import prompts
 from clis.image_score.judges.answers import AnswerCache, answer_key
 from clis.planning.backends import GUIDED_MAX_PARAMETERS, BackendError, TransformersChatBackend, make_backend
 from clis.vlm.base import RequestFailed
+from clis.vlm.pool import DaemonPool
 
 MAX_SCORE = 5
 _EXCERPT = 80
@@ -89,6 +89,8 @@ class Rater:
                  max_new_tokens: int = 128, device: str = "cpu", timeout: float = 120.0, concurrency: int = 4,
                  attempts: int = 2, retries: int = 3, backoff: float = 0.5, cache: Optional[AnswerCache] = None,
                  sleep: Callable[[float], None] = time.sleep):
+        if model is not None and not spec.startswith(("http://", "https://")):
+            raise InputError("--rater-model names the model on a server; give it with an http(s):// --rater URL")
         options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": temperature}
         if spec.startswith(("http://", "https://")):
             options["timeout"] = timeout
@@ -111,7 +113,7 @@ class Rater:
         self.cache = cache
         self.hits = 0
         self.asked = 0
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="clis-rater") if not local else None
+        self._pool = DaemonPool(concurrency, "clis-rater") if not local else None
         self._digits = self._digit_ids() if mode == "guided" else None
         self._identity = self.describe()
 
@@ -173,7 +175,13 @@ class Rater:
     # -- both ---------------------------------------------------------------------------------
 
     def _one(self, messages: list[dict[str, str]], seed: int) -> Rating | RequestFailed:
-        return self._guided(messages) if self.mode == "guided" else self._json(messages, seed)
+        try:
+            return self._guided(messages) if self.mode == "guided" else self._json(messages, seed)
+        except (InputError, ModelUnavailableError):
+            raise  # a wrong URL, key or model: every rating would fail the same way
+        except Exception as exc:  # noqa: BLE001 -- out of memory, a prompt past the model's length: this rating fails
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return RequestFailed(f"rater failed: {type(exc).__name__}: {first}"[:300])
 
     def rate_many(self, pairs: Sequence[tuple[str, str]], seed: int) -> list[Rating | RequestFailed]:
         """A rating per ``(intended text, description)``, in order; cached answers are not asked again."""
@@ -188,7 +196,7 @@ class Rater:
                 cached = known[key]
                 results[i] = Rating(float(cached["score"]), cached.get("explanation"), cached.get("answer", ""))
         if self._pool is not None:
-            fresh = list(self._pool.map(lambda i: self._one(conversations[i], seed), todo))
+            fresh = self._pool.map(lambda i: self._one(conversations[i], seed), todo)
         else:
             fresh = [self._one(conversations[i], seed) for i in todo]
         stored = {}
@@ -204,7 +212,7 @@ class Rater:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
 
 
 def rating_score(rating: Rating) -> float:
