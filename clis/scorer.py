@@ -37,13 +37,14 @@ import clis
 from clis import jsonio
 from clis.errors import InputError, ModelUnavailableError
 from clis.files import SeenCandidates, write_text_atomic
-from clis.image_score.config import ImageScoreConfig
+from clis.image_score.config import JUDGE_TERMS, ImageScoreConfig, unread_weights
 from clis.image_score.detection import Detector
 from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
 from clis.image_score.functional import weighted_mean
 from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, one_line
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout, layout_sha256
+from clis.models.cache import weights_identity
 from clis.outputs import OutputLock
 
 RECORD_KEYS = ("layout_id", "image", "clis", "clis_i", "clis_l", "global", "instances", "error")
@@ -131,8 +132,7 @@ class ScoreConfig(ImageScoreConfig):
         if self.judge.name == "acp" and "detector" not in self.model_fields_set:
             self.detector = "none"
         # Each judge reads its own instance terms; with the detector off, its weight drops out.
-        terms = ("region", "grounding") if self.judge.name == "clip" else ("context", "crop")
-        used = [*terms, *(("detection",) if self.detector_enabled else ())]
+        used = [*JUDGE_TERMS[self.judge.name], *(("detection",) if self.detector_enabled else ())]
         if sum(getattr(self.weights, name) for name in used) <= 0:
             raise ValueError(f"weights: {' + '.join(used)} must be > 0 for --judge {self.judge.name}"
                              + ("" if self.detector_enabled else " without a detector"))
@@ -298,28 +298,12 @@ def read_scores(path: str | Path) -> list[dict]:
     return records
 
 
-def _weights_identity(value: Any) -> Any:
-    """Model fingerprints reduced to what identifies the weights (hash, or repo and revision).
-
-    Paths and specs are dropped where a hash or revision is known, so a model folder that moved
-    or a spec spelled differently still counts as the same model; ``id`` keys are digests that
-    include those paths.
-    """
-    if isinstance(value, dict):
-        if "sha256" in value or "revision" in value:
-            return {k: v for k, v in value.items() if k not in ("spec", "path", "files")}
-        return {k: _weights_identity(v) for k, v in value.items() if k not in ("path", "id")}
-    if isinstance(value, list):
-        return [_weights_identity(v) for v in value]
-    return value
-
-
 def resume_signature(manifest: dict) -> dict:
     """What a resumed run must share with the run it continues: models, weights and settings."""
     settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
     skipped = RUN_ONLY_SETTINGS + MODEL_SETTINGS
     signature = {
-        "models": _weights_identity(manifest.get("models")),
+        "models": weights_identity(manifest.get("models")),
         "weights": manifest.get("weights"),
         "settings": {k: v for k, v in settings.items() if k not in skipped},
     }
@@ -330,7 +314,7 @@ def resume_signature(manifest: dict) -> dict:
         # resumes as one of today's clip runs.
         signature["settings"]["judge"] = {k: v for k, v in judge.items() if k not in JUDGE_RUN_ONLY}
     # Each judge's instance weights are the only ones that change its numbers.
-    unused = ("context", "crop") if judge.get("name") == "clip" else ("region", "grounding")
+    unused = unread_weights(judge["name"]) if judge.get("name") in JUDGE_TERMS else ()
     for group, key in ((signature["weights"], "clis_i"), (signature["settings"], "weights")):
         if isinstance(group, dict) and isinstance(group.get(key), dict):
             group[key] = {k: v for k, v in group[key].items() if k not in unused}

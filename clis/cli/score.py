@@ -31,9 +31,6 @@ WEIGHT_NAMES = {
     "global": "weights", "instances": "weights", "region": "weights", "grounding": "weights",
     "detection": "weights", "context": "weights", "crop": "weights", "image": "combine", "layout": "combine",
 }
-# Written out so that --help need not import clis.image_score (and torch).
-JUDGE_NAMES = ("clip", "vqa", "acp")
-GROUNDING_NAMES = ("auto", "qwen", "qwen2", "plain")
 CSV_COLUMNS = (
     "layout_id", "image", "clis", "clis_i", "clis_l", "global",
     "mean_instance", "min_instance", "n_instances", "n_found", "error",
@@ -180,11 +177,13 @@ def score(
 
 def judge_overrides(judge: Optional[str], vlm: Optional[str], vlm_model: Optional[str], rater: Optional[str],
                     rater_model: Optional[str], concurrency: Optional[int], grounding: Optional[str]) -> dict[str, Any]:
-    """The ``judge`` settings the flags give; flags that only another judge reads are refused."""
-    if judge is not None and judge not in JUDGE_NAMES:
-        raise InputError(f"--judge {judge!r}: expected one of {', '.join(JUDGE_NAMES)}")
-    if grounding is not None and grounding not in GROUNDING_NAMES:
-        raise InputError(f"--grounding {grounding!r}: expected one of {', '.join(GROUNDING_NAMES)}")
+    """The ``judge`` settings the flags give, each name checked against the judge settings' own choices."""
+    from clis.image_score.config import GROUNDING_CHOICES, JUDGES
+
+    if judge is not None and judge not in JUDGES:
+        raise InputError(f"--judge {judge!r}: expected one of {', '.join(JUDGES)}")
+    if grounding is not None and grounding not in GROUNDING_CHOICES:
+        raise InputError(f"--grounding {grounding!r}: expected one of {', '.join(GROUNDING_CHOICES)}")
     flags = _overrides(vlm=vlm, vlm_model=vlm_model, rater=rater, rater_model=rater_model, concurrency=concurrency,
                        grounding=grounding)
     if judge is not None:
@@ -195,8 +194,10 @@ def judge_overrides(judge: Optional[str], vlm: Optional[str], vlm_model: Optiona
 def check_judge_flags(settings: Any, given: dict[str, Any], weights: dict[str, dict[str, float]],
                       image_model: Optional[str] = None, distractor: list[str] = ()) -> None:
     """Refuse flags that the chosen judge would silently ignore."""
+    from clis.image_score.config import unread_weights
+
     name = settings.judge.name
-    unread = ("context", "crop") if name == "clip" else ("region", "grounding")
+    unread = unread_weights(name)
     ignored_weight = next((key for key in weights.get("weights", {}) if key in unread), None)
     if ignored_weight is not None:
         needs = "--judge vqa or --judge acp" if name == "clip" else "--judge clip"

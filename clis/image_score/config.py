@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -61,7 +61,7 @@ class ImageScoreWeights(BaseModel):
 
     def for_judge(self, judge: str) -> dict[str, float]:
         """The weights that judge ``judge`` reads (the others cannot change its numbers)."""
-        unused = ("context", "crop") if judge == "clip" else ("region", "grounding")
+        unused = unread_weights(judge)
         return {k: v for k, v in self.as_dict().items() if k not in unused}
 
 
@@ -82,7 +82,21 @@ class DetectionConfig(BaseModel):
     nms_iou: float = Field(0.5, gt=0, le=1)
 
 
-JUDGES = ("clip", "vqa", "acp")
+JudgeName = Literal["clip", "vqa", "acp"]
+GroundingChoice = Literal["auto", "qwen", "qwen2", "plain"]
+JUDGES: tuple[str, ...] = get_args(JudgeName)
+GROUNDING_CHOICES: tuple[str, ...] = get_args(GroundingChoice)
+# The instance terms each judge reads (besides detection, which every judge may combine).
+JUDGE_TERMS = {"clip": ("region", "grounding"), "vqa": ("context", "crop"), "acp": ("context", "crop")}
+
+
+def unread_weights(judge: str) -> tuple[str, ...]:
+    """The instance-term weights that judge ``judge`` never reads: other judges' terms.
+
+    >>> unread_weights("clip"), unread_weights("acp")
+    (('context', 'crop'), ('region', 'grounding'))
+    """
+    return tuple(dict.fromkeys(t for terms in JUDGE_TERMS.values() for t in terms if t not in JUDGE_TERMS[judge]))
 
 
 class JudgeConfig(BaseModel):
@@ -95,7 +109,7 @@ class JudgeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["clip", "vqa", "acp"] = "clip"
+    name: JudgeName = "clip"
     vlm: Optional[str] = None
     vlm_model: Optional[str] = None
     rater: str = DEFAULT_RATER
@@ -106,7 +120,7 @@ class JudgeConfig(BaseModel):
     rater_mode: Literal["auto", "json", "guided"] = "auto"
     # The box syntax of the VLM's prompts: "auto" reads it from a local model's type (plain for
     # a server, which does not say what it runs).
-    grounding: Literal["auto", "qwen", "qwen2", "plain"] = "auto"
+    grounding: GroundingChoice = "auto"
     # Decoding of the VLM's descriptions and the rater's answers (0: greedy).
     max_new_tokens: int = Field(96, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=5)

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from clis.errors import InputError
 from clis.jsonio import dumps, read_json
@@ -132,3 +133,19 @@ def weights_fingerprint(path: str | Path) -> dict:
     else:
         combined = hashlib.sha256("".join(f"{n}:{d}\n" for n, d in sorted(files.items())).encode()).hexdigest()
     return {"path": str(path.resolve()), "sha256": combined, "files": files}
+
+
+def weights_identity(value: Any) -> Any:
+    """Model fingerprints reduced to what identifies the weights (hash, or repo and revision).
+
+    Paths and specs are dropped where a hash or revision is known, so a model folder that moved
+    or a spec spelled differently still counts as the same model; ``id`` keys are digests that
+    include those paths.
+    """
+    if isinstance(value, dict):
+        if "sha256" in value or "revision" in value:
+            return {k: v for k, v in value.items() if k not in ("spec", "path", "files")}
+        return {k: weights_identity(v) for k, v in value.items() if k not in ("path", "id")}
+    if isinstance(value, list):
+        return [weights_identity(v) for v in value]
+    return value

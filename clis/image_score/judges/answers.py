@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from clis.errors import InputError
+from clis.models.cache import weights_identity
 from clis.vlm.base import Probability, RequestFailed, VLMRequest, image_digest
 
 ENV_VAR = "CLIS_JUDGE_CACHE"
@@ -39,20 +40,9 @@ _GENERATION = ("max_new_tokens", "temperature")
 _BUSY_TIMEOUT_S = 30.0
 
 
-def identity(description: Any) -> Any:
-    """A client's ``describe()`` without the paths of weights that are identified by their hash."""
-    if isinstance(description, dict):
-        hashed = "sha256" in description or "revision" in description
-        dropped = ("spec", "path", "files") if hashed else ()
-        return {k: identity(v) for k, v in description.items() if k not in dropped}
-    if isinstance(description, list):
-        return [identity(v) for v in description]
-    return description
-
-
 def answer_key(kind: str, model: Any, image: Optional[str], prompt: Any, seed: Optional[int]) -> str:
     """sha256 of everything that decides one answer (``image`` is a pixel digest or None)."""
-    content = {"kind": kind, "model": identity(model), "image": image, "prompt": prompt, "seed": seed}
+    content = {"kind": kind, "model": weights_identity(model), "image": image, "prompt": prompt, "seed": seed}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
