@@ -11,14 +11,16 @@ import http.client
 import json
 import math
 import os
+import time
 import urllib.error
 import urllib.request
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from clis import jsonio
 from clis.errors import InputError, ModelUnavailableError
 
 API_KEY_ENV = "CLIS_LLM_API_KEY"
+T = TypeVar("T")
 
 
 class BackendError(RuntimeError):
@@ -47,14 +49,20 @@ class TransformersChatBackend:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
 
+    def prompt_text(self, messages: list[dict[str, str]], answer_start: str = "") -> str:
+        """The conversation as the model reads it, up to its answer, begun with ``answer_start``."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + answer_start
+        # Base models without a chat template get the conversation as plain text.
+        text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant:"
+        return text + (" " + answer_start if answer_start else "")
+
     def _encode(self, messages: list[dict[str, str]]):
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
             )
-        # Base models without a chat template get the conversation as plain text.
-        text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant:"
-        return self.tokenizer(text, return_tensors="pt")
+        return self.tokenizer(self.prompt_text(messages), return_tensors="pt")
 
     def chat(self, messages: list[dict[str, str]], seed: int) -> str:
         import torch
@@ -81,6 +89,31 @@ class TransformersChatBackend:
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
         }
+
+
+def retry_dropped(call: Callable[[], T], retries: int, backoff: float, sleep: Callable[[float], None] = time.sleep,
+                  stop: Callable[[], bool] = lambda: False) -> T:
+    """``call()``, tried again up to ``retries`` times after a BackendError, waiting ``backoff * 2**attempt``
+    seconds before each new try; the last BackendError is raised, and at once when ``stop()`` says so.
+
+    >>> tries = []
+    >>> def flaky():
+    ...     tries.append(1)
+    ...     if len(tries) < 3:
+    ...         raise BackendError("connection dropped")
+    ...     return "answer"
+    >>> waits = []
+    >>> retry_dropped(flaky, retries=3, backoff=0.5, sleep=waits.append), waits
+    ('answer', [0.5, 1.0])
+    """
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except BackendError:
+            if attempt == retries or stop():
+                raise
+            sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def chat_completions_url(url: str) -> str:

@@ -58,6 +58,16 @@ class RequestFailed:
         return False
 
 
+def failure_reason(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``: why a request failed, as its RequestFailed says.
+
+    >>> failure_reason(RuntimeError("CUDA out of memory")), failure_reason(KeyError())
+    ('RuntimeError: CUDA out of memory', 'KeyError')
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 Answer = Union[str, RequestFailed]
 Probability = Union[float, RequestFailed]
 

@@ -59,7 +59,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from clis.errors import InputError
-from clis.planning.backends import BackendError, chat_completions_url, post_chat
+from clis.planning.backends import BackendError, chat_completions_url, post_chat, retry_dropped
 from clis.vlm.base import GROUNDING_SYNTAXES, Answer, Probability, RequestFailed, VLMRequest, png_bytes
 from clis.vlm.pool import DaemonPool
 
@@ -316,15 +316,15 @@ class OpenAIVLM:
                 future.cancel()
 
     def _with_retries(self, ask: _Ask, request: VLMRequest, data_urls: _DataUrls, abort: threading.Event) -> Any:
-        attempts = self.retries + 1
-        reason = "not attempted"
-        for attempt in range(attempts):
+        cancelled = RequestFailed("cancelled: another request of the batch failed")
+        if abort.is_set():
+            return cancelled
+        try:
+            # No further tries, nor backoff, for a batch already given up.
+            return retry_dropped(lambda: ask(request, data_urls), self.retries, self.backoff, self._sleep,
+                                 stop=abort.is_set)
+        except BackendError as exc:
             if abort.is_set():
-                return RequestFailed("cancelled: another request of the batch failed")
-            try:
-                return ask(request, data_urls)
-            except BackendError as exc:
-                reason = _one_line(str(exc))
-            if attempt + 1 < attempts and not abort.is_set():  # no backoff for a batch already given up
-                self._sleep(self.backoff * 2**attempt)
-        return RequestFailed(f"{reason} (after {attempts} attempt{'s' if attempts > 1 else ''})")
+                return cancelled
+            attempts = self.retries + 1
+            return RequestFailed(f"{_one_line(str(exc))} (after {attempts} attempt{'s' if attempts > 1 else ''})")

@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from clis.errors import ModelSpecError
-from clis.vlm.base import Answer, Probability, RequestFailed, VLMRequest, grounding_syntax
+from clis.vlm.base import Answer, Probability, RequestFailed, VLMRequest, failure_reason, grounding_syntax
 
 # Spellings of the two answers whose first token opens a yes/no reply, with and without the
 # space some chat templates leave before the answer.
@@ -51,11 +51,6 @@ def _first_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
         if encoded:
             ids.append(int(encoded[0]))
     return list(dict.fromkeys(ids))
-
-
-def _reason(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _template_digest(processor: Any) -> Optional[str]:
@@ -144,13 +139,13 @@ class TransformersVLM:
                 continue
             except Exception as exc:  # noqa: BLE001 - any failure is retried request by request
                 if len(batch) == 1:
-                    results.append(RequestFailed(_reason(exc)))
+                    results.append(RequestFailed(failure_reason(exc)))
                     continue
             for request in batch:
                 try:
                     results.extend(run([request]))
                 except Exception as exc:  # noqa: BLE001 - this request alone fails; the rest go on
-                    results.append(RequestFailed(_reason(exc)))
+                    results.append(RequestFailed(failure_reason(exc)))
         return results
 
     # -- VLMClient -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -30,8 +31,14 @@ from clis import jsonio
 from clis.errors import InputError, ModelSpecError, ModelUnavailableError
 from clis.image_score.judges import prompts
 from clis.image_score.judges.answers import AnswerCache, answer_key
-from clis.planning.backends import GUIDED_MAX_PARAMETERS, BackendError, TransformersChatBackend, make_backend
-from clis.vlm.base import RequestFailed
+from clis.planning.backends import (
+    GUIDED_MAX_PARAMETERS,
+    BackendError,
+    TransformersChatBackend,
+    make_backend,
+    retry_dropped,
+)
+from clis.vlm.base import RequestFailed, failure_reason
 from clis.vlm.pool import DaemonPool
 
 MAX_SCORE = 5
@@ -134,11 +141,8 @@ class Rater:
         import torch
 
         tokenizer, model = self.backend.tokenizer, self.backend.loaded.model
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant: "
-        ids = tokenizer(text + prompts.RATER_GUIDED_PREFIX, return_tensors="pt", add_special_tokens=False)
+        text = self.backend.prompt_text(messages, prompts.RATER_GUIDED_PREFIX)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             logits = model(**{k: v.to(self.backend.loaded.device) for k, v in ids.items()}).logits[0, -1]
         digit_logits = logits[self._digits].float()
@@ -147,22 +151,13 @@ class Rater:
 
     # -- json ---------------------------------------------------------------------------------
 
-    def _chat(self, messages: list[dict[str, str]], seed: int) -> str:
-        """One answer; a dropped connection is tried again with backoff before it counts as failed."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self.backend.chat(messages, seed)
-            except BackendError:
-                if attempt == self.retries:
-                    raise
-                self.sleep(self.backoff * 2**attempt)
-        raise AssertionError("unreachable")
-
     def _json(self, messages: list[dict[str, str]], seed: int) -> Rating | RequestFailed:
         answers = []
         for attempt in range(self.attempts):
             try:
-                answer = self._chat(messages, seed + attempt)
+                # A dropped connection is tried again with backoff before the rating counts as failed.
+                answer = retry_dropped(partial(self.backend.chat, messages, seed + attempt), self.retries,
+                                       self.backoff, self.sleep)
             except BackendError as exc:
                 return RequestFailed(f"rater request failed after {self.retries + 1} tries: {exc}")
             parsed = parse_rating(answer)
@@ -180,8 +175,7 @@ class Rater:
         except (InputError, ModelUnavailableError):
             raise  # a wrong URL, key or model: every rating would fail the same way
         except Exception as exc:  # noqa: BLE001 -- out of memory, a prompt past the model's length: this rating fails
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return RequestFailed(f"rater failed: {type(exc).__name__}: {first}"[:300])
+            return RequestFailed(f"rater failed: {failure_reason(exc)}"[:300])
 
     def rate_many(self, pairs: Sequence[tuple[str, str]], seed: int) -> list[Rating | RequestFailed]:
         """A rating per ``(intended text, description)``, in order; cached answers are not asked again."""
