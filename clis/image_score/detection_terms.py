@@ -14,15 +14,10 @@ from PIL import Image
 
 from clis.image_score.config import DetectionConfig
 from clis.image_score.detection import Detector
-from clis.image_score.functional import match_detections, xywh_to_xyxy
+from clis.image_score.functional import match_detections, round_score, xywh_to_xyxy
 from clis.image_score.images import one_line
 from clis.layout import Layout
 
-DECIMALS = 4
-
-
-def _round(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(float(value), DECIMALS)
 
 
 class DetectionTerms:
@@ -80,8 +75,8 @@ class DetectionTerms:
                 matched = int(index[row]) >= 0
                 terms[k] = {
                     "found": matched,
-                    "iou": _round(float(ious[row])) if matched else 0.0,
-                    "score": _round(float(found.scores[index[row]])) if matched else None,
+                    "iou": round_score(float(ious[row])) if matched else 0.0,
+                    "score": round_score(float(found.scores[index[row]])) if matched else None,
                     "count": found.count,
                     "expected_count": len(members),
                     "count_match": found.count == len(members),

@@ -45,6 +45,7 @@ from clis.image_score.functional import (
     grounding_probability,
     instance_score,
     normalize,
+    round_score,
 )
 from clis.image_score.images import (
     DEFAULT_MAX_PIXELS,
@@ -57,13 +58,6 @@ from clis.image_score.images import (
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout
 
-# Scores are written with this many decimals: far below any meaningful difference, and it
-# keeps scores.jsonl readable.
-DECIMALS = 4
-
-
-def _round(value: Optional[float]) -> Optional[float]:
-    return None if value is None else round(float(value), DECIMALS)
 
 
 def image_reference(image: ImageInput) -> Optional[str]:
@@ -225,8 +219,8 @@ class ImageScorer:
                 instance_scores.append(score)
                 instances.append({
                     "object_id": obj.id, "label": obj.label, "phrase": obj.phrase, "bbox": list(obj.bbox),
-                    "region": _round(region[k]), "grounding": _round(grounding[k]), "detection": det,
-                    "score": _round(score),
+                    "region": round_score(region[k]), "grounding": round_score(grounding[k]), "detection": det,
+                    "score": round_score(score),
                 })
             try:
                 image_score = clis_i(global_score, instance_scores, (weights.global_, weights.instances))
@@ -234,8 +228,8 @@ class ImageScorer:
                 image_score = None
             records.append({
                 "layout_id": layout.id, "image": image_reference(p.candidate.image),
-                "clis": _round(image_score), "clis_i": _round(image_score), "clis_l": None,
-                "global": _round(global_score), "instances": instances, "error": None,
+                "clis": round_score(image_score), "clis_i": round_score(image_score), "clis_l": None,
+                "global": round_score(global_score), "instances": instances, "error": None,
             })
         return records
 

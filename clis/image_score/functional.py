@@ -24,6 +24,19 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import box_iou
 
+# Scores are written with this many decimals: far below any meaningful difference, and it
+# keeps scores.jsonl readable.
+DECIMALS = 4
+
+
+def round_score(value: Optional[float], decimals: int = DECIMALS) -> Optional[float]:
+    """``value`` as a record writes it: a float rounded to ``decimals``, or None.
+
+    >>> round_score(71.234567), round_score(None), round_score(0.1234567, 6)
+    (71.2346, None, 0.123457)
+    """
+    return None if value is None else round(float(value), decimals)
+
 
 def normalize(features: Tensor) -> Tensor:
     """Rows scaled to unit L2 norm, the way CLIPScore normalises (no epsilon)."""

@@ -30,19 +30,15 @@ from clis.image_score.crops import crop_pixels
 from clis.image_score.detection import Detector
 from clis.image_score.detection_terms import DetectionTerms
 from clis.image_score.engine import Candidate, error_record, image_reference
-from clis.image_score.functional import clis_i, weighted_mean
+from clis.image_score.functional import clis_i, round_score, weighted_mean
 from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageReadError, one_line, open_image, prefetch_map
 from clis.image_score.judges import prompts
 from clis.image_score.judges.rater import Rater, Rating, rating_score
 from clis.layout import Layout
 from clis.vlm.base import RequestFailed, VLMRequest, box_text
 
-DECIMALS = 4
+# P(Yes) values keep two more decimals than the 0..100 terms made from them.
 P_DECIMALS = 6
-
-
-def _round(value: Optional[float], decimals: int = DECIMALS) -> Optional[float]:
-    return None if value is None else round(float(value), decimals)
 
 
 @dataclass
@@ -201,8 +197,8 @@ class VLMJudge:
             scores.append(score)
             instances.append({
                 "object_id": obj.id, "label": obj.label, "phrase": obj.phrase, "bbox": list(obj.bbox),
-                "region": None, "grounding": None, "detection": det, "score": _round(score),
-                "context": _round(context), "crop": _round(crop),
+                "region": None, "grounding": None, "detection": det, "score": round_score(score),
+                "context": round_score(context), "crop": round_score(crop),
                 self.name: {"context": context_detail, "crop": crop_detail},
             })
         try:
@@ -210,8 +206,8 @@ class VLMJudge:
         except ValueError:  # no caption and a zero instance weight: nothing left to score with
             image_score = None
         return {
-            "layout_id": layout.id, "image": opened.name, "clis": _round(image_score), "clis_i": _round(image_score),
-            "clis_l": None, "global": _round(global_score), "instances": instances, "error": None,
+            "layout_id": layout.id, "image": opened.name, "clis": round_score(image_score), "clis_i": round_score(image_score),
+            "clis_l": None, "global": round_score(global_score), "instances": instances, "error": None,
             "judge": {"name": self.name, "global": None if global_term is None else global_term[1]},
         }
 
@@ -246,9 +242,9 @@ class VQAJudge(VLMJudge):
             if isinstance(p, RequestFailed):
                 out.append(p)
             elif question.term == ("global",):
-                out.append((100.0 * p, {"p_yes": _round(p, P_DECIMALS)}))
+                out.append((100.0 * p, {"p_yes": round_score(p, P_DECIMALS)}))
             else:
-                out.append((100.0 * p, _round(p, P_DECIMALS)))
+                out.append((100.0 * p, round_score(p, P_DECIMALS)))
         return out
 
 
