@@ -31,5 +31,17 @@ class ModelUnavailableError(ClisError):
     """Model weights could not be found locally and could not be downloaded."""
 
 
+def unavailable_with_remedy(exc: ModelUnavailableError, subject: str, remedy: str) -> ModelUnavailableError:
+    """``exc`` restated on one line as "<subject> (<its first clause>); <remedy>": the loader's
+    generic advice, after its first ";", gives way to the flag of the command at hand.
+
+    >>> str(unavailable_with_remedy(ModelUnavailableError("not cached; run fetch"), "VLM x is not available",
+    ...                             "pass --vlm PATH"))
+    'VLM x is not available (not cached); pass --vlm PATH'
+    """
+    reason = " ".join(str(exc).split(";")[0].split())
+    return ModelUnavailableError(f"{subject} ({reason}); {remedy}")
+
+
 class ModelSpecError(ClisError):
     """A model spec string could not be understood."""

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import clis
 from clis import jsonio
-from clis.errors import InputError, ModelUnavailableError
+from clis.errors import InputError, ModelUnavailableError, unavailable_with_remedy
 from clis.files import SeenCandidates, write_text_atomic
 from clis.image_score.config import JUDGE_TERMS, ImageScoreConfig, unread_weights
 from clis.image_score.detection import Detector
@@ -935,5 +935,4 @@ def _load_or_explain(spec: str, task: str, cfg: ScoreConfig, what: str, remedy: 
     try:
         return load_model(spec, task, device=cfg.device, dtype=cfg.dtype)
     except ModelUnavailableError as exc:
-        reason = " ".join(str(exc).split(";")[0].split())
-        raise ModelUnavailableError(f"{what} for {spec} are not available ({reason}); {remedy}") from None
+        raise unavailable_with_remedy(exc, f"{what} for {spec} are not available", remedy) from None

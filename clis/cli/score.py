@@ -244,13 +244,14 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         raise InputError(f"{images}: images folder not found (or not a directory)")
     from clis.outputs import check_paths
 
-    check_paths(
-        inputs={"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
+    paths = {
+        "inputs": {"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
         # the manifest's name is clis.scorer.manifest_path's, without importing torch for it
-        outputs={"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
-                 "--embedding-cache": embedding_cache},
-        input_folders={"IMAGES": images},
-    )
+        "outputs": {"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
+                    "--embedding-cache": embedding_cache},
+        "input_folders": {"IMAGES": images},
+    }
+    check_paths(**paths)
     report = read_layouts(layouts, strict=strict)
     layout_list = report.layouts
     if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
@@ -279,10 +280,7 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         cache = run_cache_path(settings.judge.cache, settings.embedding_cache)
         if cache is not None and not (embedding_cache is not None and Path(cache) == Path(embedding_cache)):
             # Like --embedding-cache, the answer cache is written: it may not be an input or an output.
-            check_paths(inputs={"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
-                        outputs={"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
-                                 "the judge answer cache": cache},
-                        input_folders={"IMAGES": images})
+            check_paths(**{**paths, "outputs": {**paths["outputs"], "the judge answer cache": cache}})
     if resume and out.exists() and out.stat().st_size > 0:
         check_resumed_judge(out, settings.judge.name)
     check_layouts_in_canvas(layout_list, str(layouts))

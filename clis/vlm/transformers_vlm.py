@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -51,14 +51,6 @@ def _first_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
         if encoded:
             ids.append(int(encoded[0]))
     return list(dict.fromkeys(ids))
-
-
-def _template_digest(processor: Any) -> Optional[str]:
-    template = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None),
-                                                                      "chat_template", None)
-    if not isinstance(template, str):
-        return None
-    return hashlib.sha256(template.encode("utf-8")).hexdigest()
 
 
 class TransformersVLM:
@@ -91,6 +83,8 @@ class TransformersVLM:
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
             raise ModelSpecError(f"model {spec}: its processor has no tokenizer and chat template to prompt it with")
+        # __init__ refuses a processor without a chat template, so there is always one to hash.
+        self._template_sha256 = hashlib.sha256(str(self.processor.chat_template).encode("utf-8")).hexdigest()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:  # Llama-style tokenizers ship without one
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -189,7 +183,7 @@ class TransformersVLM:
             "model_type": self.model_type,
             # Answers differ by precision (bf16 against fp32) and by the prompt the template builds.
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
-            "chat_template_sha256": _template_digest(self.processor),
+            "chat_template_sha256": self._template_sha256,
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "yes_tokens": [self.tokenizer.decode([i]) for i in self.yes_ids],

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from clis.errors import ModelUnavailableError
+from clis.errors import ModelUnavailableError, unavailable_with_remedy
 from clis.image_score.judges.answers import AnswerCache, CachedVLM, run_cache_path
 from clis.image_score.judges.vlm_judges import ACPJudge, VLMJudge, VQAJudge
+
 
 def load_vlm_judge(cfg: Any, detector: Optional[Any] = None) -> VLMJudge:
     """The ``vqa`` or ``acp`` judge of ``cfg`` (a ScoreConfig), its VLM (and rater) loaded once.
@@ -42,8 +43,7 @@ def load_vlm_judge(cfg: Any, detector: Optional[Any] = None) -> VLMJudge:
             remedy = ("check the server URL" if is_served(spec) else
                       f"pass --vlm PATH with a local model folder, --vlm http://HOST:PORT/v1 --vlm-model NAME for a "
                       f"served model, or run `clis models fetch {spec}` on a connected machine")
-            raise ModelUnavailableError(f"VLM {spec} is not available ({' '.join(str(exc).split(';')[0].split())}); "
-                                        f"{remedy}") from None
+            raise unavailable_with_remedy(exc, f"VLM {spec} is not available", remedy) from None
         options = dict(config=cfg, detector=detector, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                        max_pixels=cfg.max_pixels)
         if judge.name == "vqa":
@@ -57,8 +57,8 @@ def load_vlm_judge(cfg: Any, detector: Optional[Any] = None) -> VLMJudge:
                           cache=cache)
         except ModelUnavailableError as exc:
             vlm.close()
-            raise ModelUnavailableError(f"rater {judge.rater} is not available ({' '.join(str(exc).split(';')[0].split())}); "
-                                        "pass --rater with a local model folder or an http(s):// endpoint") from None
+            raise unavailable_with_remedy(exc, f"rater {judge.rater} is not available",
+                                          "pass --rater with a local model folder or an http(s):// endpoint") from None
         return ACPJudge(CachedVLM(vlm, cache), rater, answer_cache=cache, **options)
     except BaseException:
         if cache is not None:
