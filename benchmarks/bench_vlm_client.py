@@ -16,59 +16,16 @@ bound on what the client alone sustains.
 from __future__ import annotations
 
 import argparse
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from PIL import Image
 
+from benchmarks.fake_chat_server import start_server
 from clis.vlm.base import VLMRequest
 from clis.vlm.openai_vlm import OpenAIVLM
 
 CONCURRENCY = (1, 4, 16)
-REPLY = json.dumps({
-    "choices": [{
-        "index": 0,
-        "message": {"role": "assistant", "content": "Yes"},
-        "logprobs": {"content": [{
-            "token": "Yes", "logprob": -0.2,
-            "top_logprobs": [{"token": "Yes", "logprob": -0.2}, {"token": "No", "logprob": -1.8},
-                             {"token": " Yes", "logprob": -4.0}],
-        }]},
-        "finish_reason": "length",
-    }]
-}).encode()  # fmt: skip
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # The default backlog of 5 would make the 16-way runs wait on TCP retransmits.
-    request_queue_size = 128
-
-
-def start_server(latency_s: float) -> _Server:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server naming)
-            # Read the body as a real server must, but do not parse it: that would be server time.
-            self.rfile.read(int(self.headers["Content-Length"]))
-            if latency_s:
-                time.sleep(latency_s)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(REPLY)))
-            self.end_headers()
-            self.wfile.write(REPLY)
-
-        def log_message(self, *args):
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
-
-
 def measure(url: str, requests: list[VLMRequest], concurrency: int) -> tuple[float, int]:
     """(requests per second, failed requests) of one yes_probability batch."""
     client = OpenAIVLM(url, concurrency=concurrency, retries=0)
@@ -102,9 +59,8 @@ def main() -> None:
     for latency_ms in (0.0, args.latency_ms):
         server = start_server(latency_ms / 1000)
         try:
-            url = f"http://127.0.0.1:{server.server_address[1]}/v1"
             for concurrency in CONCURRENCY:
-                rate, failed = measure(url, requests, concurrency)
+                rate, failed = measure(server.url, requests, concurrency)
                 ideal = f"{concurrency * 1000 / latency_ms:.0f}" if latency_ms else "-"
                 print(f"{latency_ms:>11g} {concurrency:>11} {rate:>11.0f} {1000 / rate:>11.2f} {ideal:>11} {failed:>11}")
         finally:
