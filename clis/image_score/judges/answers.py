@@ -148,7 +148,12 @@ class CachedVLM:
     def _through_cache(self, kind: str, requests: Sequence[VLMRequest], seed: Optional[int], ask) -> list:
         # P(Yes) is read from one forward pass: the generation settings do not change it.
         model = self._model if kind != "yes" else {k: v for k, v in self._model.items() if k not in _GENERATION}
-        keys = [answer_key(kind, model, image_digest(r.image), r.prompt, seed) for r in requests]
+        # The whole image is in 1 + K of a candidate's questions: hash its pixels once.
+        digests: dict[int, str] = {}
+        for request in requests:
+            if id(request.image) not in digests:
+                digests[id(request.image)] = image_digest(request.image)
+        keys = [answer_key(kind, model, digests[id(r.image)], r.prompt, seed) for r in requests]
         known = self.cache.get_many(keys) if self.cache is not None else {}
         missing = [i for i, key in enumerate(keys) if key not in known]
         answers: list[Any] = [known.get(key) for key in keys]
