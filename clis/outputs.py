@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
+import shutil
 import stat
 from pathlib import Path
 from typing import Mapping
@@ -224,3 +226,55 @@ def write_csv_frame(frame, path) -> None:
     from clis.files import write_text_atomic
 
     write_text_atomic(path, csv_safe_frame(frame).to_csv(index=False, lineterminator="\r\n"))
+
+
+def folder_beside(target: Path, kind: str = "staging") -> Path:
+    """A new hidden folder beside ``target`` (same file system, so renames into it are atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def commit_staged(staging: Path, target: Path, names: list[str]) -> None:
+    """Put the output built in ``staging`` at ``target``: one rename when ``target`` does not
+    exist (or is an empty folder), else entry by entry (``names``, those ``staging`` holds),
+    each earlier entry moved aside first and put back if a later rename fails, so the user's
+    other files in an earlier output stay and a failed commit leaves the earlier one whole."""
+    if target.is_dir() and not target.is_symlink() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    aside = folder_beside(target, "old")
+    moved, placed = [], []
+    try:
+        for name in names:
+            if (target / name).exists() or (target / name).is_symlink():
+                os.rename(target / name, aside / name)
+                moved.append(name)
+            os.rename(staging / name, target / name)
+            placed.append(name)
+    except BaseException:
+        for name in placed:
+            with contextlib.suppress(OSError):
+                _remove(target / name)
+        for name in moved:
+            with contextlib.suppress(OSError):
+                os.rename(aside / name, target / name)
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)

@@ -399,7 +399,7 @@ def find_candidate(
     if elsewhere is not None:
         raise InputError(
             f"{where}: field 'image': {image!r} is {str(elsewhere)!r}, not a candidate of layout {layout_id!r} in "
-            f"{str(candidates_dir)!r}; pick copies only the candidates found there (is this the scores file of "
+            f"{str(candidates_dir)!r}; only the candidates found there are read (is this the scores file of "
             "these candidates?)"
         )
     return None

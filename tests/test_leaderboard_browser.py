@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from browser_helpers import CHROMIUM, chromium_available, chromium_session
+from browser_helpers import Watched as BrowserPage
 from leaderboard.config import LeaderboardConfig
 from leaderboard.site import build_site
 
@@ -24,53 +25,24 @@ try:  # tests/ is a package (tests/__init__.py) in this checkout...
 except ImportError:  # ...or plain folder of modules with pytest's default rootdir-based imports
     from test_leaderboard import GENERATORS, MALICIOUS, write_bench
 
-CHROMIUM = os.environ.get("CLIS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file(),
+    not chromium_available(),
     reason=f"no Chromium at {CHROMIUM} (install Debian's chromium: apt-get install -y chromium)",
 )
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
 
-class Watched:
-    """A page with every console message, page error, dialog and non-file request recorded."""
+class Watched(BrowserPage):
+    """A leaderboard page, with the names of the compare board's rows at hand."""
 
     def __init__(self, browser):
-        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
-        self.console: list[str] = []
-        self.dialogs: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
-        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-        self.page.on("dialog", self._dialog)
-        self.page.on("request", lambda r: None if r.url.startswith(("file://", "data:")) else self.requests.append(r.url))
-
-    def _dialog(self, dialog) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def open(self, path: Path) -> None:
-        self.page.goto(path.resolve().as_uri())
-        self.page.wait_for_load_state("load")
+        super().__init__(browser, width=1200, height=900)
 
     def names(self) -> list[str]:
         return self.page.locator("#board-compare tbody tr td.name").all_inner_texts()
-
-    def close(self) -> None:
-        self.page.close()
 
 
 @pytest.fixture()

@@ -13,9 +13,7 @@ refused as the wrong file.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -31,7 +29,7 @@ from clis.errors import InputError
 from clis.formats import read_layouts
 from clis.models import DEFAULT_SAM
 from clis.files import is_inside
-from clis.outputs import OutputLock, check_paths
+from clis.outputs import OutputLock, check_paths, commit_staged, folder_beside
 from clis.pick import (
     PickConfig, SamMasker, check_candidates, check_layout_ids, check_score_record, read_scores_lines, select,
     write_dataset,
@@ -72,54 +70,8 @@ def _check_out(out: Path, entries: tuple[str, ...], inputs: dict[str, Optional[P
                              "choose another --out")  # fmt: skip
 
 
-def _beside(target: Path, kind: str = "staging") -> Path:
-    """A new hidden folder beside ``target`` (same file system, so renames into it are atomic)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        staging = target.with_name(f".{target.name}.{kind}-{secrets.token_hex(4)}")
-        try:
-            staging.mkdir()
-            return staging
-        except FileExistsError:
-            continue
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
 def _commit(staging: Path, target: Path) -> None:
-    """Put the dataset built in ``staging`` at ``target``: one rename when ``target`` does not
-    exist yet, else entry by entry, each earlier entry moved aside first and put back if a
-    later rename fails, so the user's other files in an earlier output stay."""
-    names = [name for name in DATASET_ENTRIES + SCORES_ENTRIES if (staging / name).exists()]
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    aside = _beside(target, "old")
-    moved, placed = [], []
-    try:
-        for name in names:
-            if (target / name).exists() or (target / name).is_symlink():
-                os.rename(target / name, aside / name)
-                moved.append(name)
-            os.rename(staging / name, target / name)
-            placed.append(name)
-    except BaseException:
-        for name in placed:
-            with contextlib.suppress(OSError):
-                _remove(target / name)
-        for name in moved:
-            with contextlib.suppress(OSError):
-                os.rename(aside / name, target / name)
-        with contextlib.suppress(OSError):
-            aside.rmdir()
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    commit_staged(staging, target, [name for name in DATASET_ENTRIES + SCORES_ENTRIES if (staging / name).exists()])
 
 
 def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_model, detector, layout_score, device,
@@ -202,7 +154,7 @@ def pick(
             check_candidates(numbered, known, discovery, candidates, scores, source=str(scores))
         # SAM loads before scoring, which can take hours: a missing SAM model fails in seconds.
         masker = SamMasker(sam_model, device=device) if masks == "sam" else None
-        staging = _beside(target)
+        staging = folder_beside(target)
         try:
             if scores is not None:
                 records = [record for _, record in numbered]

@@ -1,0 +1,1 @@
+"""Static files of the labelling site (copied into its assets/ folder)."""

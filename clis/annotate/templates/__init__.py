@@ -1,0 +1,1 @@
+"""The jinja2 template of the labelling site."""
