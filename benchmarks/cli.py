@@ -131,10 +131,21 @@ def print_corrupt_result(result: BenchResult, out: Path) -> None:
 
 @app.command()
 def correlate(
-    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score`."),
-    targets: Path = typer.Argument(..., help="CSV with an 'image' or 'layout_id' column and a numeric target."),
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score`, or a ratings table (.json, .csv, .parquet) "
+                                  "whose metric columns are the scores."),
+    targets: Optional[Path] = typer.Argument(None, help="Ratings table (.json list or dict of records, .csv, .parquet) "
+                                             "with an image or layout_id column and a numeric target; leave out when "
+                                             "SCORES is a ratings table that holds the target too."),
     out: Path = OutOption,
-    target: Optional[str] = typer.Option(None, "--target", help="Target column (default: the only numeric one)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Target column (default: human_avg for TIFA, the mean "
+                                         "answer for DSG's Likert CSV, else the only numeric one)."),
+    score: Optional[list[str]] = typer.Option(None, "--score", help="Metric column of the ratings table to correlate "
+                                              "(repeatable; default with one table: every numeric non-id, non-human_* "
+                                              "column)."),
+    image_column: Optional[str] = typer.Option(None, "--image-column", help="Column of the ratings table that names "
+                                               "the image (default: image_path for TIFA/DSG, else image)."),
+    group: Optional[str] = typer.Option(None, "--group", help="Bootstrap whole groups of this column (default: the "
+                                        "prompt id text_id/source_id for TIFA/DSG, else layout_id; 'none': rows)."),
     by: Optional[str] = typer.Option(None, "--by", help="Also report per value of this column (e.g. generator)."),
     aggregate: str = typer.Option("mean", "--aggregate", help="Per-layout targets: mean or max of the candidates' scores."),
     bootstrap: int = BootstrapOption,
@@ -145,8 +156,23 @@ def correlate(
     """Spearman, Kendall and Pearson between each score and a target, with bootstrap intervals."""
     from benchmarks.correlate import correlate as run
 
-    _run(lambda: run(scores, targets, out, target=target, by=by, aggregate=aggregate,
-                     bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot), out)
+    def printer(result: BenchResult, out: Path) -> None:
+        settings = result.settings
+        notes = []
+        if settings.get("group"):
+            notes.append(f"intervals resample whole {settings['group']} groups ({settings.get('n_groups')} groups)")
+        agreement = settings.get("inter_annotator")
+        if agreement:
+            def num(key: str) -> str:
+                return _fmt(agreement.get(key))
+            notes.append(f"inter-annotator: Fleiss' kappa {num('fleiss_kappa')} (on {agreement.get('n_images_all_workers')} "
+                         f"images rated by every worker), mean pairwise quadratic Cohen's kappa "
+                         f"{num('cohen_kappa_quadratic_mean')}, mean pairwise Spearman {num('spearman_pairwise_mean')}")
+        print_result(result, out, note="; ".join(notes))
+
+    _run(lambda: run(scores, targets, out, target=target, score_columns=score or (), image_column=image_column,
+                     group=group, by=by, aggregate=aggregate, bootstrap=_bootstrap(bootstrap, confidence, seed),
+                     plot=not no_plot), out, printer=printer)
 
 
 @app.command()

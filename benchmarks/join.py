@@ -2,8 +2,9 @@
 
 A join that silently drops rows biases a study, so every id in a user table must match
 exactly one scored candidate (or layout); otherwise the error names the file, the row and
-the id. Image ids match the ``image`` field of scores.jsonl as written, or, when that finds
-nothing, by trailing path components (``tea/0.png`` matches ``out/images/tea/0.png``) if
+the id. Image ids match the ``image`` field of scores.jsonl as written, or the same file
+spelled absolute instead of relative (to the working directory), or, when that finds nothing,
+by trailing path components (``tea/0.png`` matches ``out/images/tea/0.png``) if
 exactly one candidate ends that way.
 """
 
@@ -92,6 +93,15 @@ class ImageMatcher:
         self.scores_path = scores_path
         self.exact = set(self.images)
         self._suffixes: dict[tuple[str, ...], list[str]] | None = None
+        self._absolutes: dict[str, str] | None = None
+
+    def _absolute(self) -> dict[str, str]:
+        if self._absolutes is None:
+            paths: dict[str, list[str]] = {}
+            for image in self.images:
+                paths.setdefault(os.path.abspath(image), []).append(image)
+            self._absolutes = {p: names[0] for p, names in paths.items() if len(names) == 1}
+        return self._absolutes
 
     def match(self, image_id: str, where: str) -> str:
         """The scored image that ``image_id`` names; ``where`` (file, row, column) prefixes errors."""
@@ -100,6 +110,10 @@ class ImageMatcher:
             raise InputError(f"{where}: empty image id")
         if key in self.exact:
             return key
+        # The same file spelled once absolute and once relative (to this directory).
+        absolute = self._absolute().get(os.path.abspath(key))
+        if absolute is not None:
+            return absolute
         if self._suffixes is None:
             self._suffixes = _suffix_index(self.images)
         parts = PurePosixPath(key.replace("\\", "/")).parts

@@ -166,21 +166,37 @@ def _correlation_statistic(method: str) -> Callable[[np.ndarray, np.ndarray], fl
     return statistic
 
 
-def correlation(x: Sequence[float], y: Sequence[float], method: str, config: BootstrapConfig) -> Estimate:
+def correlation(x: Sequence[float], y: Sequence[float], method: str, config: BootstrapConfig,
+                groups: Sequence[object] | None = None) -> Estimate:
     """Spearman rho, Kendall tau-b or Pearson r with scipy's p-value and a paired bootstrap interval.
 
-    Undefined (``value=None``) for fewer than 3 pairs or a constant input.
+    Undefined (``value=None``) for fewer than 3 pairs or a constant input. With ``groups`` (a
+    label per pair, e.g. its prompt) the interval resamples whole groups, not single pairs:
+    images of one prompt share its difficulty, so they are not independent pairs. The bootstrap
+    then draws groups with replacement (:class:`Clusters` over the pairs' indices) and
+    correlates all pairs of the drawn groups; the point value and p-value stay scipy's on all
+    pairs (the p-value assumes independent pairs; the interval does not). With fewer than two
+    groups there is no interval.
     """
     statistic = _correlation_statistic(method)
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if xs.shape != ys.shape:
-        raise ValueError(f"x and y differ in length: {xs.size} vs {ys.size}")
+    if xs.shape != ys.shape or (groups is not None and xs.size != len(groups)):
+        raise ValueError(f"x, y (and groups) differ in length: {xs.size}, {ys.size}"
+                         + ("" if groups is None else f", {len(groups)}"))
     n = int(xs.size)
     if n < MIN_CORRELATION_N or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return Estimate(None, None, None, n)
     func = {"spearman": stats.spearmanr, "kendall": stats.kendalltau, "pearson": stats.pearsonr}[method]
     result = func(xs, ys)
-    low, high = bootstrap_interval((xs, ys), statistic, config, paired=True)
+    if groups is None:
+        low, high = bootstrap_interval((xs, ys), statistic, config, paired=True)
+    else:
+        def over_groups(members: list[np.ndarray]) -> float:
+            index = np.concatenate(members).astype(int)
+            return statistic(xs[index], ys[index])
+
+        est = Clusters(np.arange(n), groups).estimate(over_groups, config)
+        low, high = est.ci_low, est.ci_high
     return Estimate(_finite(result.statistic), low, high, n, _finite(result.pvalue))
 
 
@@ -282,3 +298,9 @@ def severity_tau(severity: Sequence[float], score: Sequence[float]) -> float:
     if xs.size < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return 0.0
     return float(stats.kendalltau(xs, ys).statistic)
+
+
+def grouped_correlations(x: Sequence[float], y: Sequence[float], groups: Sequence[object],
+                         config: BootstrapConfig) -> dict[str, Estimate]:
+    """All of :data:`CORRELATION_METHODS` with intervals over groups (:func:`correlation`)."""
+    return {method: correlation(x, y, method, config, groups=groups) for method in CORRELATION_METHODS}
