@@ -60,10 +60,10 @@ def _cell(interval) -> Text:
     return Text(f"{_fmt(interval.value)} [{_fmt(interval.ci_low)}, {_fmt(interval.ci_high)}]")
 
 
-def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = None, note: str = "") -> None:
+def result_table(result: BenchResult, only: Optional[list[str]] = None) -> Table:
     """A rich table of ``value [low, high]`` cells: one line per row, or per metric when
     there are more metrics than fit side by side. ``only`` limits the table to those metric
-    keys (the rest stays in the result file, as ``note`` then says)."""
+    keys."""
     keys = [m.key for m in result.metrics if any(m.key in r.values for r in result.rows)]
     if only is not None:
         keys = [key for key in keys if key in only]
@@ -83,16 +83,25 @@ def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = Non
         for key in keys:
             table.add_column(labels[key], justify="right")
         for row in result.rows:
-            # What a row's n counts depends on the study: pairs, measured points or images.
+            # What a row's n counts depends on the study: pairs, measured points, answers or images.
             extra = row.model_extra or {}
-            n = extra.get("n_pairs", extra.get("n_points", row.n_images))
+            n = extra.get("n_pairs", extra.get("n_points", extra.get("n_answers", row.n_images)))
             table.add_row(Text(row.name), _fmt(n), *[_cell(row.values.get(key)) for key in keys])
-    console.print(table)
-    if note:
-        console.print(note, highlight=False, markup=False)
+    return table
+
+
+def print_files(result: BenchResult, out: Path) -> None:
     # Paths are the user's text: printed as they are, never read as rich markup.
     console.print(f"result: {out / 'result.json'}" + (f"  plots: {', '.join(result.figures)}" if result.figures else ""),
                   markup=False)
+
+
+def print_result(result: BenchResult, out: Path, only: Optional[list[str]] = None, note: str = "") -> None:
+    """:func:`result_table`, ``note`` (what the table leaves out) and the files written."""
+    console.print(result_table(result, only))
+    if note:
+        console.print(note, highlight=False, markup=False)
+    print_files(result, out)
 
 
 def _run(func, out: Path, *args, printer=print_result, **kwargs) -> None:
@@ -376,3 +385,79 @@ def layouts(
                              plot=not no_plot)
 
     _run(study, out, printer=print_layouts_result)
+
+
+def print_warnings(result: BenchResult) -> None:
+    for line in result.settings.get("warnings") or []:
+        err_console.print(f"warning: {line}", markup=False)
+
+
+LabelsArgument = typer.Argument(..., help="One or more clis.labels/1 files (exports of `clis annotate build`'s site, "
+                                "or `clis annotate merge`).")
+PartlyOption = typer.Option("no", "--partly", help="A 'partly' answer counts as: no (default), yes, or drop.")
+
+
+@app.command()
+def agreement(
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score` of the labelled candidates."),
+    labels: list[Path] = LabelsArgument,
+    out: Path = OutOption,
+    partly: str = PartlyOption,
+    min_instance: float = typer.Option(60.0, "--min-instance", help="Instance threshold whose accuracy, precision and "
+                                       "recall are reported (clis pick's)."),
+    min_layout: float = typer.Option(50.0, "--min-layout", help="CLIS-L threshold against 'is this layout plausible?'."),
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Per object and per layout: does each score agree with people's labels? With annotator agreement."""
+    from benchmarks.agreement import LAYOUT_FIGURES, OBJECT_FIGURES, agreement as run
+
+    def printer(result: BenchResult, out_dir: Path) -> None:
+        # Two tables that fit 80 columns: the per-object figures, then best-of-N per layout.
+        for keys in (OBJECT_FIGURES, LAYOUT_FIGURES):
+            rows = [row for row in result.rows if any(k in row.values for k in keys)]
+            if rows:
+                console.print(result_table(result.model_copy(update={"rows": rows}), list(keys)))
+        for r in result.tables.get("inter_annotator", []):
+            if r.get("value") is not None:
+                console.print(f"between annotators, {r['what']}: {r['measure']} {r['value']:.3f} "
+                              f"({r['annotators']}, n = {r['n']})", markup=False, highlight=False)
+        print_files(result, out_dir)
+        print_warnings(result)
+
+    _run(lambda: run(scores, labels, out, partly=partly, min_instance=min_instance, min_layout=min_layout,
+                     bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot), out, printer=printer)
+
+
+@app.command()
+def calibrate(
+    scores: Path = typer.Argument(..., help="scores.jsonl from `clis score` of the labelled candidates."),
+    labels: list[Path] = LabelsArgument,
+    out: Path = OutOption,
+    target_precision: float = typer.Option(0.9, "--target-precision", help="Wanted share of kept objects people "
+                                           "call right (0..1]."),
+    target_layout_precision: Optional[float] = typer.Option(None, "--target-layout-precision", help="The same for "
+                                                            "kept layouts (default: --target-precision)."),
+    partly: str = PartlyOption,
+    bootstrap: int = BootstrapOption,
+    confidence: float = ConfidenceOption,
+    seed: int = SeedOption,
+    no_plot: bool = NoPlotOption,
+) -> None:
+    """Recommend --min-instance / --min-layout for a target precision; writes a config clis pick --config reads."""
+    from benchmarks.calibrate import CONFIG_FILE, calibrate as run
+
+    def printer(result: BenchResult, out_dir: Path) -> None:
+        print_result(result, out_dir)
+        print_warnings(result)
+        if result.settings.get("min_layout_not_calibrated"):
+            err_console.print(f"warning: --min-layout not calibrated: {result.settings['min_layout_not_calibrated']}",
+                              markup=False)
+        console.print(f"pick settings: {out_dir / CONFIG_FILE} (use: clis pick ... --config {out_dir / CONFIG_FILE})",
+                      markup=False, highlight=False)
+
+    _run(lambda: run(scores, labels, out, target_precision=target_precision,
+                     target_layout_precision=target_layout_precision, partly=partly,
+                     bootstrap=_bootstrap(bootstrap, confidence, seed), plot=not no_plot), out, printer=printer)

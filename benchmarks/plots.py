@@ -154,3 +154,53 @@ def accuracy_heatmap(data: pd.DataFrame, out_dir: str | os.PathLike) -> list[str
     ax.set_xlabel("corruption")
     ax.set_ylabel("")
     return save(fig, out_dir, "corrupt_accuracy")
+
+
+@_plain_text
+def roc_curves(data: pd.DataFrame, out_dir: str | os.PathLike, labels: dict[str, str] | None = None) -> list[str]:
+    """ROC curve of each score against human yes/no, with the chance diagonal.
+
+    ``data`` is long: ``score``, ``fpr``, ``tpr``."""
+    data = data.assign(score=data["score"].map(lambda s: (labels or {}).get(s, s)))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    sns.lineplot(data=data, x="fpr", y="tpr", hue="score", drawstyle="steps-post", errorbar=None, ax=ax)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate")
+    return save(fig, out_dir, "agreement_roc")
+
+
+@_plain_text
+def reliability(data: pd.DataFrame, out_dir: str | os.PathLike, labels: dict[str, str] | None = None) -> list[str]:
+    """Share of human yes per score bin (with its interval) against the bin's mean score / 100.
+
+    ``data`` is long: ``score``, ``mean_score``, ``yes_rate``, ``ci_low``, ``ci_high``."""
+    data = data.assign(score=data["score"].map(lambda s: (labels or {}).get(s, s)))
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    palette = sns.color_palette(n_colors=data["score"].nunique())
+    for colour, (name, part) in zip(palette, data.groupby("score", sort=False)):
+        low = (part["yes_rate"] - part["ci_low"]).clip(lower=0)
+        high = (part["ci_high"] - part["yes_rate"]).clip(lower=0)
+        ax.errorbar(part["mean_score"], part["yes_rate"], yerr=[low, high], fmt="o-", capsize=3, color=colour,
+                    label=str(name))
+    ax.plot([0, 100], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.set(xlim=(0, 100), ylim=(0, 1), xlabel="score (bin mean)", ylabel="share of human yes")
+    ax.legend(fontsize="small", loc="best")
+    return save(fig, out_dir, "agreement_reliability")
+
+
+@_plain_text
+def precision_recall_thresholds(data: pd.DataFrame, out_dir: str | os.PathLike,
+                                chosen: dict[str, float | None] | None = None) -> list[str]:
+    """Precision and recall of keeping ``score >= threshold`` against the threshold, one panel
+    per calibrated score, with the recommended threshold marked.
+
+    ``data`` is long: ``score``, ``threshold``, ``precision``, ``recall``."""
+    long = data.melt(id_vars=["score", "threshold"], value_vars=["precision", "recall"], var_name="figure")
+    grid = sns.relplot(data=long, x="threshold", y="value", hue="figure", col="score", kind="line",
+                       drawstyle="steps-post", height=3.2, facet_kws={"sharex": False})
+    for name, ax in grid.axes_dict.items():
+        if chosen and chosen.get(name) is not None:
+            ax.axvline(chosen[name], color="grey", linestyle="--", linewidth=1)
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("threshold (kept: score >= it)", "")
+    return save(grid.figure, out_dir, "calibrate")

@@ -110,15 +110,16 @@ def record_to_row(record: dict[str, Any], where: str) -> dict[str, Any]:
     return row
 
 
-def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a scores.jsonl file; errors name the file, the line and the field.
+def read_score_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """``(line number, record, flat row)`` of every record of a scores.jsonl file; errors name
+    the file, the line and the field.
 
     A file that lists one image twice (two runs appended to one file) is refused: every
     study would count that candidate twice."""
     path = Path(path)
     # One line for a missing, non-regular (/dev/zero, a FIFO), oversized or binary file.
     text = read_text(path, "scores file")
-    rows = []
+    out = []
     first_line: dict[str, int] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -139,10 +140,15 @@ def read_scores(path: str | os.PathLike) -> pd.DataFrame:
             raise InputError(f"{path}: image {image!r} is scored twice (lines {first_line[key]} and {lineno}); "
                              "a scores file holds one record per image (did two runs write into it?)")
         first_line[key] = lineno
-        rows.append(row)
-    if not rows:
+        out.append((lineno, record, row))
+    if not out:
         raise InputError(f"{path}: no score records")
-    return records_frame(rows)
+    return out
+
+
+def read_scores(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a scores.jsonl file into one row per candidate (see :func:`read_score_records`)."""
+    return records_frame([row for _, _, row in read_score_records(path)])
 
 
 def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -51,6 +51,8 @@ RANK_KEYS = ("clis", "clis_i")
 # record has no scores, a run without a detector or CLIS-L leaves those out).
 RECORD_SCORES = ("clis", "clis_i", "clis_l", "global")
 INSTANCE_SCORES = ("score", "region", "grounding")
+# What a config file's ``pick`` table may set (the fields of PickConfig).
+PICK_KEYS = ("top", "min_instance", "min_layout", "rank_by")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,37 @@ class PickConfig:
             raise InputError(f"--top must be >= 1, got {self.top}")
         if self.rank_by not in RANK_KEYS:
             raise InputError(f"--rank-by must be one of {', '.join(RANK_KEYS)}, got {self.rank_by!r}")
+
+    @classmethod
+    def from_file(cls, path: str | Path | None, **flags: Any) -> "PickConfig":
+        """Settings from the ``pick`` table of a config file (as ``clis bench calibrate``
+        writes it), with ``flags`` that are not None winning; the class defaults fill the rest.
+
+        ``pick.calibration`` (how the thresholds were chosen) is provenance and not read."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            from clis.scorer import read_config_data
+
+            table = read_config_data(path).get("pick", {})
+            if not isinstance(table, dict):
+                raise InputError(f"{path}: pick: expected a table of pick settings (top, min_instance, min_layout, rank_by)")
+            for key, value in table.items():
+                if key == "calibration":
+                    continue
+                if key not in PICK_KEYS:
+                    raise InputError(f"{path}: pick.{key}: unknown setting (known: {', '.join(PICK_KEYS)})")
+                wanted = str if key == "rank_by" else int if key == "top" else (int, float)
+                if isinstance(value, bool) or not isinstance(value, wanted) or (
+                        isinstance(value, float) and jsonio.finite_number(value) is None):
+                    raise InputError(f"{path}: pick.{key}: {value!r} is not a valid value")
+                values[key] = value
+        if path is not None:
+            try:
+                cls(**values)
+            except InputError as exc:  # the check names the flag; the bad value is in the file
+                raise InputError(f"{path}: pick: {exc}") from None
+        values.update({k: v for k, v in flags.items() if v is not None})
+        return cls(**values)
 
 
 @dataclass

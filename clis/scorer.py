@@ -91,6 +91,27 @@ class CombineWeights(BaseModel):
         return self
 
 
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """The table of settings in a ``.json``, ``.toml`` or ``.yaml`` config file, parsed by the
+    suffix's parser; a file that does not parse, or holds no table, is one line."""
+    path = Path(path)
+    text = jsonio.read_text(path, "config file")
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = jsonio.loads(text)
+    except Exception as exc:  # each parser has its own error type; all mean "bad syntax"
+        raise InputError(f"{path}: cannot parse config file: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a config file must hold a table/object of settings")
+    return data
+
+
 class ScoreConfig(ImageScoreConfig):
     """Everything ``clis score`` needs, as plain data (JSON, TOML or YAML file, or keywords).
 
@@ -144,22 +165,13 @@ class ScoreConfig(ImageScoreConfig):
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "ScoreConfig":
-        """Read a ``.json``, ``.toml`` or ``.yaml`` config; keyword overrides win over the file."""
-        path = Path(path)
-        text = jsonio.read_text(path, "config file")
-        try:
-            if path.suffix.lower() == ".toml":
-                data = tomllib.loads(text)
-            elif path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        """Read a ``.json``, ``.toml`` or ``.yaml`` config; keyword overrides win over the file.
 
-                data = yaml.safe_load(text) or {}
-            else:
-                data = jsonio.loads(text)
-        except Exception as exc:  # each parser has its own error type; all mean "bad syntax"
-            raise InputError(f"{path}: cannot parse config file: {' '.join(str(exc).split())}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: a config file must hold a table/object of settings")
+        A ``pick`` table in the file holds ``clis pick``'s thresholds (``PickConfig.from_file``,
+        written by ``clis bench calibrate``); scoring leaves it to pick, so one file serves both."""
+        path = Path(path)
+        data = read_config_data(path)
+        data.pop("pick", None)
         if "judge" in data and not isinstance(data["judge"], dict):
             # Merged with the judge flags, a bare name would be replaced, not kept.
             raise InputError(f"{path}: judge: expected a table of judge settings, such as judge = {{name = \"vqa\"}}, "

@@ -108,13 +108,18 @@ def pick(
     layouts: Path = typer.Argument(..., help="Layouts file the candidates were made from."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder: images/, annotations.json, summary.json."),
     scores: Optional[Path] = typer.Option(None, "--scores", help="Reuse a scores.jsonl instead of scoring now."),
-    top: int = typer.Option(1, "--top", help="Candidates kept per layout, best first."),
-    min_instance: float = typer.Option(60.0, "--min-instance", help="Instances scoring below this are dropped."),
-    min_layout: float = typer.Option(50.0, "--min-layout", help="Layouts whose CLIS-L is below this are dropped."),
-    rank_by: str = typer.Option("clis", "--rank-by", help="Score that ranks a layout's candidates: clis or clis_i."),
+    top: Optional[int] = typer.Option(None, "--top", help="Candidates kept per layout, best first [default: 1]."),
+    min_instance: Optional[float] = typer.Option(
+        None, "--min-instance", help="Instances scoring below this are dropped [default: 60, or the config's pick table]."),
+    min_layout: Optional[float] = typer.Option(
+        None, "--min-layout", help="Layouts whose CLIS-L is below this are dropped [default: 50, or the config's]."),
+    rank_by: Optional[str] = typer.Option(None, "--rank-by", help="Score ranking a layout's candidates: clis or clis_i "
+                                          "[default: clis]."),
     masks: str = typer.Option("none", "--masks", help="none, or sam: a SAM mask per kept box."),
     sam_model: str = typer.Option(DEFAULT_SAM, "--sam-model", help="SAM spec used with --masks sam."),
-    score_config: Optional[Path] = typer.Option(None, "--config", help="Scoring settings file (as for clis score)."),
+    score_config: Optional[Path] = typer.Option(
+        None, "--config", help="Settings file: scoring settings (as for clis score) and a pick table of thresholds "
+        "(as clis bench calibrate writes it); flags win."),
     image_model: Optional[str] = typer.Option(None, "--image-model", help="CLIP spec for scoring."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Detector spec for scoring, or none."),
     layout_score: bool = typer.Option(True, "--layout-score/--no-layout-score", help="Score layouts with CLIS-L."),
@@ -128,7 +133,8 @@ def pick(
 
     if masks not in ("none", "sam"):
         raise InputError(f"--masks must be none or sam, got {masks!r}")
-    config = PickConfig(top=top, min_instance=min_instance, min_layout=min_layout, rank_by=rank_by)
+    config = PickConfig.from_file(score_config, top=top, min_instance=min_instance, min_layout=min_layout,
+                                  rank_by=rank_by)
     inputs = {"CANDIDATES": candidates, "LAYOUTS": layouts, "--scores": scores, "--config": score_config}
     check_paths(inputs=inputs, folders={"--out": out})
     target = Path(os.path.abspath(out))

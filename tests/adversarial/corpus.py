@@ -158,6 +158,21 @@ def _preferences_template() -> str:
     return "image_a,image_b,chosen\n" + "\n".join(rows) + "\n"
 
 
+def _labels_template() -> str:
+    """Alice's labels of the first candidate of each layout: yes for the object scoring 70,
+    no for the one scoring 65, so a threshold reaches any precision (clis bench calibrate)."""
+    time = "2026-01-01T00:00:00Z"
+    objects, layouts = [], []
+    for layout_id, (a, b) in zip(LAYOUT_IDS, LABELS):
+        image = f"images/{layout_id}/0.png"
+        objects += [{"annotator": "alice", "layout_id": layout_id, "image": image, "object_id": f"{obj}-1",
+                     "label": label, "time": time} for obj, label in ((a, "yes"), (b, "no"))]
+        layouts.append({"annotator": "alice", "layout_id": layout_id, "best": image, "plausible": "yes", "time": time})
+    # No number: the number cases do not apply to labels.
+    return json.dumps({"format": "clis.labels/1", "site": {"id": "corpus-site"}, "annotators": ["alice"],
+                       "exported": time, "objects": objects, "layouts": layouts}, indent=1) + "\n"
+
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("layouts", "json", ".json", _layouts_template(), top="list"),
     Kind("scores", "jsonl", ".jsonl", _scores_template(), number="52.0"),
@@ -175,6 +190,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("targets", "csv", ".csv", _targets_template(), number="0.5"),
     Kind("preferences", "csv", ".csv", _preferences_template(), number="1"),
     Kind("downstream", "csv", ".csv", "lo,hi,ap\n70,75,@NUM@\n75,80,22.3\n80,85,25.0\n", number="20.1"),
+    Kind("labels", "json", ".json", _labels_template()),
     Kind("folder", "folder", ""),
 )}
 
@@ -449,6 +465,7 @@ class Baseline:
     targets: Path
     preferences: Path
     downstream: Path
+    labels: Path
 
     def of_kind(self, kind: str) -> Path:
         return self.images if kind == "folder" else getattr(self, kind)

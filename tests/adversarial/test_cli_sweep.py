@@ -135,6 +135,18 @@ SLOTS: tuple[Slot, ...] = (
         "bench", "layouts", b.layouts, *POOL_ONLY, *_study(o), "--pool", p]),
     Slot("bench layouts", "--config", "layout_config", lambda b, m, p, o: [
         "bench", "layouts", b.layouts, *POOL_ONLY, "--pool", b.pool, *_study(o), "--config", p]),
+    Slot("bench agreement", "SCORES", "scores", lambda b, m, p, o: ["bench", "agreement", p, b.labels, *_study(o)]),
+    Slot("bench agreement", "LABELS", "labels", lambda b, m, p, o: ["bench", "agreement", b.scores, p, *_study(o)]),
+    Slot("bench calibrate", "SCORES", "scores", lambda b, m, p, o: ["bench", "calibrate", p, b.labels, *_study(o)]),
+    Slot("bench calibrate", "LABELS", "labels", lambda b, m, p, o: ["bench", "calibrate", b.scores, p, *_study(o)]),
+    Slot("annotate build", "CANDIDATES", "folder", lambda b, m, p, o: [
+        "annotate", "build", p, b.layouts, "--out", o / "annot"]),
+    Slot("annotate build", "LAYOUTS", "layouts", lambda b, m, p, o: [
+        "annotate", "build", b.images, p, "--out", o / "annot"]),
+    Slot("annotate build", "--scores", "scores", lambda b, m, p, o: [
+        "annotate", "build", b.images, b.layouts, "--out", o / "annot", "--scores", p]),
+    Slot("annotate merge", "FILES", "labels", lambda b, m, p, o: [
+        "annotate", "merge", p, b.labels, "--out", o / "labels.json"]),
     Slot("leaderboard build", "RESULTS", "result", lambda b, m, p, o: [
         "leaderboard", "build", p, "--out", o / "site", "-q"]),
     Slot("leaderboard build", "--config", "leaderboard_config", lambda b, m, p, o: [
@@ -230,7 +242,7 @@ def _commands(*group: str) -> list[str]:
 def test_every_command_is_in_the_sweep():
     commands = set()
     for name in _commands():
-        sub = _commands(name) if name in {"pool", "models", "bench", "leaderboard"} else []
+        sub = _commands(name) if name in {"pool", "models", "bench", "leaderboard", "annotate"} else []
         commands |= {f"{name} {s}" for s in sub} if sub else {name}
     swept = {slot.command for slot in SLOTS} | NO_FILE_ARGUMENT
     assert commands == swept, f"not swept: {sorted(commands - swept)}; gone: {sorted(swept - commands)}"
