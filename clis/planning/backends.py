@@ -170,6 +170,29 @@ def post_chat(url: str, body: dict[str, Any], timeout: float) -> Any:
         raise BackendError(f"unreadable reply from {url}: {' '.join(str(exc).split())}") from None
 
 
+def first_choice(reply: Any, url: str) -> dict[str, Any]:
+    """``choices[0]`` of a chat-completions reply; a reply without one is a BackendError."""
+    try:
+        choice = reply["choices"][0]
+    except (KeyError, IndexError, TypeError):
+        raise BackendError(f"reply from {url} has no choices[0]") from None
+    if not isinstance(choice, dict):
+        raise BackendError(f"reply from {url} has a choices[0] that is not an object")
+    return choice
+
+
+def chat_content(reply: Any, url: str) -> str:
+    """``choices[0].message.content`` of a chat-completions reply ('' when null): the answer
+    text of clis plan's backend and of the served VLM alike."""
+    try:
+        content = first_choice(reply, url)["message"]["content"]
+    except (KeyError, TypeError):
+        raise BackendError(f"reply from {url} has no choices[0].message.content") from None
+    if content is not None and not isinstance(content, str):
+        raise BackendError(f"reply from {url} has a choices[0].message.content that is not text")
+    return content or ""
+
+
 class OpenAIChatBackend:
     """Any server speaking the OpenAI chat-completions protocol (vLLM, llama.cpp, ollama, ...).
 
@@ -193,11 +216,7 @@ class OpenAIChatBackend:
             "max_tokens": self.max_new_tokens,
             "seed": seed,
         }
-        reply = post_chat(self.url, body, self.timeout)
-        try:
-            return reply["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"reply from {self.url} has no choices[0].message.content") from None
+        return chat_content(post_chat(self.url, body, self.timeout), self.url)
 
     def describe(self) -> dict[str, Any]:
         return {

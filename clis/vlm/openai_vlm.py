@@ -59,7 +59,8 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from clis.errors import InputError
-from clis.planning.backends import BackendError, chat_completions_url, post_chat, retry_dropped
+from clis.planning.backends import (BackendError, chat_completions_url, chat_content, first_choice, post_chat,
+                                    retry_dropped)
 from clis.vlm.base import GROUNDING_SYNTAXES, Answer, Probability, RequestFailed, VLMRequest, png_bytes
 from clis.vlm.pool import DaemonPool
 
@@ -200,14 +201,7 @@ class OpenAIVLM:
                 "max_tokens": self.max_new_tokens,
                 "seed": seed,
             }
-            choice = self._first_choice(post_chat(self.url, body, self.timeout))
-            try:
-                content = choice["message"]["content"]
-            except (KeyError, TypeError):
-                raise BackendError(f"reply from {self.url} has no choices[0].message.content") from None
-            if content is not None and not isinstance(content, str):
-                raise BackendError(f"reply from {self.url} has a choices[0].message.content that is not text")
-            return (content or "").strip()
+            return chat_content(post_chat(self.url, body, self.timeout), self.url).strip()
 
         return self._run(requests, ask)
 
@@ -258,17 +252,8 @@ class OpenAIVLM:
             ],
         }]  # fmt: skip
 
-    def _first_choice(self, reply: Any) -> dict[str, Any]:
-        try:
-            choice = reply["choices"][0]
-        except (KeyError, IndexError, TypeError):
-            raise BackendError(f"reply from {self.url} has no choices[0]") from None
-        if not isinstance(choice, dict):
-            raise BackendError(f"reply from {self.url} has a choices[0] that is not an object")
-        return choice
-
     def _top_logprobs(self, reply: Any) -> list[dict[str, Any]]:
-        logprobs = self._first_choice(reply).get("logprobs")
+        logprobs = first_choice(reply, self.url).get("logprobs")
         top = None
         if logprobs is not None:
             try:
