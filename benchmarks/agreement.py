@@ -70,7 +70,7 @@ class Joined:
     """Labels joined to the scores: one row per answer."""
 
     objects: pd.DataFrame  # annotator, layout_id, image, object_id, label, human (1/0), INSTANCE_TERMS...
-    layouts: pd.DataFrame  # annotator, layout_id, best (matched image or None), plausible, clis_l
+    layouts: pd.DataFrame  # annotator, layout_id, best (matched image or None), plausible, clis_l, human (1/0)
     candidates: pd.DataFrame  # scored candidates: layout_id, image, clis, clis_i, clis_l, global
     n_unscored: int  # object answers about candidates whose scoring failed (left out)
 
@@ -177,6 +177,7 @@ def join_labels(scores_path: str | os.PathLike, labels, partly: str) -> Joined:
     scored = candidates[candidates["error"].isna()]
     clis_l = scored.groupby("layout_id")["clis_l"].first()
     layouts["clis_l"] = layouts["layout_id"].map(clis_l).astype(float)
+    layouts["human"] = layouts["plausible"].map({"yes": 1.0, "no": 0.0}).astype(float)  # "plausible?" as 1 / 0
     return Joined(objects=objects.reset_index(drop=True), layouts=layouts.reset_index(drop=True),
                   candidates=scored.reset_index(drop=True), n_unscored=n_unscored)
 
@@ -414,7 +415,7 @@ def agreement(
                               n_answers=int(len(part))))
         object_table += [{"score": term, "figure": k, **e.interval(), "n": int(len(part))} for k, e in figures.items()]
 
-    layouts = joined.layouts.assign(human=joined.layouts["plausible"].map({"yes": 1.0, "no": 0.0}).astype(float))
+    layouts = joined.layouts
     if layouts["clis_l"].notna().any() and layouts["human"].notna().any():
         figures = decision_figures(layouts, "clis_l", min_layout, bootstrap)
         part = layouts.dropna(subset=["clis_l", "human"])

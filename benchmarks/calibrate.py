@@ -51,24 +51,31 @@ METRICS = [
 ]
 
 
+def precision_recall(human: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(thresholds, precision, recall)`` of keeping ``score >= threshold``, at every distinct
+    score from the highest down (tied scores are kept or dropped together); recall is NaN
+    when there is no yes answer."""
+    human = np.asarray(human, dtype=float)
+    score = np.asarray(score, dtype=float)
+    order = np.argsort(-score, kind="stable")
+    s, y = score[order], human[order]
+    kept_yes = np.cumsum(y)
+    kept = np.arange(1, s.size + 1)
+    last_of_value = np.r_[s[1:] != s[:-1], True]  # a threshold keeps every tie of its value
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = kept_yes / human.sum() if human.sum() else np.full(s.size, math.nan)
+    return s[last_of_value], (kept_yes / kept)[last_of_value], recall[last_of_value]
+
+
 def choose_threshold(human: np.ndarray, score: np.ndarray, target: float) -> tuple[float, float, float] | None:
     """``(threshold, precision, recall)`` of the lowest threshold, among the scores, whose kept
     set (score >= threshold) has precision >= ``target``; None when none reaches it.
 
     Lower thresholds keep more, so the lowest one that reaches the target has the highest
     recall of those that do. Tied scores are kept or dropped together."""
-    human = np.asarray(human, dtype=float)
-    score = np.asarray(score, dtype=float)
-    if human.size == 0 or human.sum() == 0:
+    if np.size(human) == 0 or np.sum(human) == 0:
         return None
-    order = np.argsort(-score, kind="stable")
-    s, y = score[order], human[order]
-    kept_yes = np.cumsum(y)
-    kept = np.arange(1, s.size + 1)
-    last_of_value = np.r_[s[1:] != s[:-1], True]  # a threshold keeps every tie of its value
-    precision = (kept_yes / kept)[last_of_value]
-    recall = (kept_yes / human.sum())[last_of_value]
-    thresholds = s[last_of_value]
+    thresholds, precision, recall = precision_recall(human, score)
     feasible = np.nonzero(precision >= target - 1e-12)[0]
     if feasible.size == 0:
         return None
@@ -85,7 +92,7 @@ def calibrate_one(frame: pd.DataFrame, column: str, target: float, config: Boots
     human, score = part["human"].to_numpy(dtype=float), part[column].to_numpy(dtype=float)
     chosen = choose_threshold(human, score, target)
     if chosen is None:
-        best = max((threshold_rates(human, score, t)["precision"] for t in np.unique(score)), default=math.nan)
+        best = float(np.max(precision_recall(human, score)[1]))
         raise InputError(f"{flag}: no threshold reaches precision {target:g} on these labels ({len(part)} answers; "
                          f"the best any threshold reaches is {best:.3f}); lower --target-precision or label more")
     threshold = chosen[0]
@@ -109,10 +116,10 @@ def calibrate_one(frame: pd.DataFrame, column: str, target: float, config: Boots
 
 
 def _curve(human: np.ndarray, score: np.ndarray, flag: str) -> list[dict]:
-    """Precision and recall at every distinct score, for the plot and the table."""
-    return [{"score": flag, "threshold": float(t), **{k: v for k, v in threshold_rates(human, score, t).items()
-                                                        if k != "accuracy"}}
-            for t in np.unique(score)]
+    """Precision and recall at every distinct score (lowest first), for the plot and the table."""
+    thresholds, precision, recall = precision_recall(human, score)
+    return [{"score": flag, "threshold": float(t), "precision": float(p), "recall": float(r)}
+            for t, p, r in zip(thresholds[::-1], precision[::-1], recall[::-1])]
 
 
 def calibrate(
@@ -142,7 +149,7 @@ def calibrate(
     joined = join_labels(scores_path, labels, partly)
 
     chosen = {"min_instance": calibrate_one(joined.objects, "score", target_precision, bootstrap, "--min-instance")}
-    layouts = joined.layouts.assign(human=joined.layouts["plausible"].map({"yes": 1.0, "no": 0.0}).astype(float))
+    layouts = joined.layouts
     skipped_layout = None
     if layouts["clis_l"].notna().any() and layouts["human"].notna().any():
         try:

@@ -135,8 +135,8 @@ def _number_or_none(value: object) -> float | None:
 
 
 def _as_numbers(column: pd.Series) -> pd.Series:
-    return pd.Series([(_number_or_none(v) if _number_or_none(v) is not None else math.nan) for v in column],
-                     index=column.index, dtype=float)
+    numbers = (_number_or_none(v) for v in column)
+    return pd.Series([math.nan if n is None else n for n in numbers], index=column.index, dtype=float)
 
 
 # --- reading the layouts -------------------------------------------------------------------------
