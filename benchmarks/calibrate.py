@@ -35,11 +35,11 @@ import pandas as pd
 from benchmarks import plots
 from benchmarks.agreement import by_layout, check_partly, join_labels, label_warnings, threshold_rates
 from benchmarks.results import BenchResult, MetricDef, ResultRow, check_study_paths, input_ref, models_from_manifest, \
-    plot_files, sha256_file, write_result
+    plot_files, write_result
 from benchmarks.stats import BootstrapConfig, check_finite
 from clis import __version__, jsonio
 from clis.errors import InputError
-from clis.files import write_text_atomic
+from clis.files import sha256_file, write_text_atomic
 
 CONFIG_FILE = "pick-config.json"
 

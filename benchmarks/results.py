@@ -32,6 +32,7 @@ from clis import __version__
 from clis.discovery import is_image_file
 from clis.errors import ClisError, InputError
 from clis.jsonio import JSONError, dumps, loads, read_json, read_text
+from clis.files import sha256_file
 from clis.outputs import check_paths
 
 SCHEMA = "clis.bench/1"
@@ -129,15 +130,6 @@ def check_study_paths(
 def plot_files(*stems: str) -> list[str]:
     """The files :func:`benchmarks.plots.save` writes for these figure stems."""
     return [f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_folder(path: str | os.PathLike) -> tuple[str, int]:

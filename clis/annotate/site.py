@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional
 
 from clis import __version__, jsonio
 from clis.errors import InputError
-from clis.files import is_inside, write_text_atomic
+from clis.files import is_inside, sha256_file, write_text_atomic
 from clis.outputs import commit_staged, folder_beside
 
 SITE_FORMAT = "clis.annotate-site/1"
@@ -83,14 +83,6 @@ class SiteReport:
     candidates: int
     objects: int
     warnings: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_json(value: Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clis.errors import InputError
+from clis.files import sha256_file
 from clis.jsonio import dumps, read_json
 
 _HASHES_FILE = "hashes.json"
@@ -50,14 +51,6 @@ def is_offline() -> bool:
         return bool(constants.HF_HUB_OFFLINE)
     except ImportError:  # pragma: no cover - huggingface_hub is a core dependency
         return False
-
-
-def _sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_hashes(store: Path) -> dict:
@@ -99,7 +92,7 @@ def file_sha256(path: str | Path) -> str:
         if (known and known.get("size") == stamp["size"] and known.get("mtime_ns") == stamp["mtime_ns"]
                 and isinstance(known.get("sha256"), str)):
             return known["sha256"]
-    digest = _sha256_of(path)
+    digest = sha256_file(path)
     with _lock:
         hashes = _read_hashes(store)
         hashes[key] = {**stamp, "sha256": digest}
