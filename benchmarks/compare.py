@@ -35,6 +35,8 @@ from clis.errors import InputError
 from clis.outputs import write_csv_frame
 
 SCORES_NAME = "scores.jsonl"
+# A folder's scores may also be the Parquet table of `clis score --out scores.parquet`.
+PARQUET_NAME = "scores.parquet"
 
 # (key, column, statistic, label, description, higher is better)
 FIGURES: list[tuple[str, str, Callable, str, str, bool]] = [
@@ -57,7 +59,7 @@ def parse_generator(spec: str) -> tuple[str, Path]:
     """``"gligen=out/gligen"`` -> ``("gligen", Path("out/gligen"))``; a bare path is named after itself."""
     name, sep, path = spec.partition("=")
     if not sep:
-        path, name = spec, Path(spec).stem if Path(spec).suffix == ".jsonl" else Path(spec).name
+        path, name = spec, Path(spec).stem if Path(spec).suffix in (".jsonl", ".parquet") else Path(spec).name
     if not name or not path:
         raise InputError(f"generator {spec!r}: expected NAME=PATH (a scores.jsonl or a candidates folder)")
     return name, Path(path)
@@ -82,8 +84,9 @@ def _resolve_scores(name: str, path: Path, layouts_path: Path | None, out_dir: P
         return path, None
     if not path.is_dir():
         raise InputError(f"generator {name!r}: {path} is neither a scores file nor a folder")
-    if (path / SCORES_NAME).is_file():
-        return path / SCORES_NAME, path
+    for held in (SCORES_NAME, PARQUET_NAME):
+        if (path / held).is_file():
+            return path / held, path
     if layouts_path is None:
         raise InputError(f"generator {name!r}: {path} has no {SCORES_NAME}; pass --layouts so it can be scored")
     target = out_dir / name / SCORES_NAME
@@ -122,8 +125,9 @@ def compare(
     for name, path in parsed:
         inputs[f"generator {name!r}"] = path
         if path.is_dir():
-            if (path / SCORES_NAME).is_file():
-                inputs[f"generator {name!r} ({SCORES_NAME})"] = path / SCORES_NAME
+            held = next((n for n in (SCORES_NAME, PARQUET_NAME) if (path / n).is_file()), None)
+            if held is not None:
+                inputs[f"generator {name!r} ({held})"] = path / held
             else:
                 # The name becomes a folder under --out: "../x" would write outside it.
                 if name in (".", "..") or any(c in name for c in "/\\\0"):

@@ -174,7 +174,10 @@ RATINGS_SUFFIXES = (".json", ".csv", ".parquet", ".pq")
 
 
 def _is_ratings_table(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in RATINGS_SUFFIXES
+    from clis.scoretable import is_score_table
+
+    # A Parquet scores table from `clis score` shares the suffix of a Parquet ratings table.
+    return Path(path).suffix.lower() in RATINGS_SUFFIXES and not is_score_table(path)
 
 
 def _table_scores(table: Ratings, columns: list[str], flag: str = "--score") -> dict[str, pd.Series]:

@@ -1,5 +1,8 @@
 """Read ``scores.jsonl`` files (written by ``clis score``) into one pandas table.
 
+Parquet score files (``clis score --out scores.parquet``, :mod:`clis.scoretable`) are read
+the same way, row for line.
+
 Each candidate becomes a row holding the composite scores and the baselines a study
 compares them with, all derived from the record as documented in ``docs/ARCHITECTURE.md``:
 
@@ -110,17 +113,10 @@ def record_to_row(record: dict[str, Any], where: str) -> dict[str, Any]:
     return row
 
 
-def read_score_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
-    """``(line number, record, flat row)`` of every record of a scores.jsonl file; errors name
-    the file, the line and the field.
-
-    A file that lists one image twice (two runs appended to one file) is refused: every
-    study would count that candidate twice."""
-    path = Path(path)
+def _jsonl_records(path: Path):
+    """``(line number, where, record)`` of each non-blank line of a scores.jsonl file."""
     # One line for a missing, non-regular (/dev/zero, a FIFO), oversized or binary file.
     text = read_text(path, "scores file")
-    out = []
-    first_line: dict[str, int] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -133,11 +129,37 @@ def read_score_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any
             raise InputError(f"{where}: {exc}") from None
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected a JSON object per line")
+        yield lineno, where, record
+
+
+def _parquet_records(path: Path):
+    """``(row number, where, record)`` of each row of a Parquet scores file."""
+    from clis.scoretable import iter_parquet_rows
+
+    for number, record in iter_parquet_rows(path):
+        yield number, f"{path}: row {number}", record
+
+
+def read_score_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """``(line number, record, flat row)`` of every record of a scores.jsonl file; errors name
+    the file, the line and the field. A Parquet scores file (:mod:`clis.scoretable`) is read
+    the same way by row: the numbers are row numbers, and errors name the row.
+
+    A file that lists one image twice (two runs appended to one file) is refused: every
+    study would count that candidate twice."""
+    from clis.scoretable import is_parquet
+
+    path = Path(path)
+    parquet = is_parquet(path)
+    unit = "rows" if parquet else "lines"
+    out = []
+    first_line: dict[str, int] = {}
+    for lineno, where, record in (_parquet_records if parquet else _jsonl_records)(path):
         row = record_to_row(record, where)
         image = row["image"]
         key = os.path.abspath(image) if isinstance(image, str) else image  # "./a.png" is "a.png"
         if key in first_line:
-            raise InputError(f"{path}: image {image!r} is scored twice (lines {first_line[key]} and {lineno}); "
+            raise InputError(f"{path}: image {image!r} is scored twice ({unit} {first_line[key]} and {lineno}); "
                              "a scores file holds one record per image (did two runs write into it?)")
         first_line[key] = lineno
         out.append((lineno, record, row))
@@ -147,7 +169,7 @@ def read_score_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any
 
 
 def read_scores(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a scores.jsonl file into one row per candidate (see :func:`read_score_records`)."""
+    """Read a scores.jsonl (or Parquet scores) file into one row per candidate (see :func:`read_score_records`)."""
     return records_frame([row for _, _, row in read_score_records(path)])
 
 

@@ -84,9 +84,10 @@ class SeenCandidates:
     (``--resume``, ``clis pick``) must refuse such a file rather than count its images twice.
     """
 
-    def __init__(self, path: str | Path, hint: str = "a scores file has one record per candidate"):
+    def __init__(self, path: str | Path, hint: str = "a scores file has one record per candidate", unit: str = "line"):
         self.path = path
         self.hint = hint
+        self.unit = unit  # "row" for a Parquet scores table
         self._first: dict[tuple[str, str], int] = {}
 
     def add(self, record: dict, line: int) -> None:
@@ -100,6 +101,6 @@ class SeenCandidates:
         first = self._first.setdefault((record["layout_id"], os.path.abspath(image)), line)
         if first != line:
             raise InputError(
-                f"{self.path}: line {line}: image {image!r} of layout {record['layout_id']!r} is listed twice "
-                f"(first on line {first}); {self.hint}"
+                f"{self.path}: {self.unit} {line}: image {image!r} of layout {record['layout_id']!r} is listed twice "
+                f"(first on {self.unit} {first}); {self.hint}"
             )

@@ -338,11 +338,22 @@ def read_scores_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` for each record of a scores.jsonl file, checked by
     :func:`check_score_record`. A line that is not such a record, or that lists an image its
     layout already has on an earlier line (two runs appending to one file), is an InputError
-    naming the file and the line."""
+    naming the file and the line. A Parquet scores file (:mod:`clis.scoretable`) is read the
+    same way, by row: its numbers are row numbers and its errors name the row."""
+    from clis import scoretable  # pyarrow loads only when a scores file is read
+
     path = Path(path)
-    text = jsonio.read_text(path, "scores file")
     numbered = []
-    seen = SeenCandidates(path)
+    seen = SeenCandidates(path, unit=scoretable.record_unit(path))
+    if scoretable.is_parquet(path):
+        for number, record in scoretable.iter_parquet_rows(path):
+            check_score_record(record, f"{path}: row {number}")
+            seen.add(record, number)
+            numbered.append((number, record))
+        if not numbered:
+            raise InputError(f"{path}: no score records (a table without rows); run `clis score` first")
+        return numbered
+    text = jsonio.read_text(path, "scores file")
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -355,8 +366,8 @@ def read_scores_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def read_scores_file(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a scores.jsonl file; a bad line is an error naming the file and line
-    (see :func:`read_scores_lines`)."""
+    """Records of a scores file (scores.jsonl or Parquet); a bad record is an error naming the
+    file and line or row (see :func:`read_scores_lines`)."""
     return [record for _, record in read_scores_lines(path)]
 
 
@@ -367,20 +378,23 @@ def check_layout_ids(
     invalid there). Scores of a superset are legitimate (picking from a filtered layouts
     file), so those records are only dropped and summarised in one warning; a scores file
     with records but none of these layouts is the wrong file: InputError."""
+    from clis.scoretable import record_unit  # lazily: pyarrow loads with it
+
     known = set(known)
     unknown = [(number, record["layout_id"]) for number, record in numbered if record["layout_id"] not in known]
     if not unknown:
         return []
     first_line, first_id = unknown[0]
+    unit = record_unit(scores_path)
     if len(unknown) == len(numbered):
         raise InputError(
-            f"{scores_path}: none of its {len(numbered)} records names a layout of {layouts_path} (line {first_line}: "
-            f"layout {first_id!r}); is it the scores file of these layouts?"
+            f"{scores_path}: none of its {len(numbered)} records names a layout of {layouts_path} "
+            f"({unit} {first_line}: layout {first_id!r}); is it the scores file of these layouts?"
         )
     ids = list(dict.fromkeys(layout_id for _, layout_id in unknown))
     more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
     return [
-        f"{scores_path}: {len(unknown)} records of {len(ids)} layouts that are not in {layouts_path} (first: line "
+        f"{scores_path}: {len(unknown)} records of {len(ids)} layouts that are not in {layouts_path} (first: {unit} "
         f"{first_line}, layout {first_id!r}{more}) are not picked; summary.json lists them under dropped_images"
     ]
 
@@ -444,22 +458,26 @@ def check_candidates(
 ) -> None:
     """Check, before anything is copied, that every record of a layout in ``layout_ids``
     names one of its candidates (:func:`find_candidate`) and that no two records name the same
-    one under different spellings. ``numbered`` pairs each record with its line number."""
+    one under different spellings. ``numbered`` pairs each record with its line (or, in a
+    Parquet ``scores_path``, row) number."""
+    from clis.scoretable import record_unit
+
     layout_ids = set(layout_ids)
+    unit = record_unit(scores_path) if scores_path is not None else "line"
     index = candidate_index(discovery)
     claimed: dict[tuple[str, Path], Any] = {}
     for number, record in numbered:
         image, layout_id = record.get("image"), record["layout_id"]
         if image is None or layout_id not in layout_ids:
             continue
-        where = f"{source}: line {number}"
+        where = f"{source}: {unit} {number}"
         found = find_candidate(image, layout_id, index, candidates_dir, scores_path, where)
         if found is None:
             continue
         key = (layout_id, found.resolve())
         if key in claimed:
             raise InputError(
-                f"{where}: image {image!r} of layout {layout_id!r} is listed twice (first on line {claimed[key]}, "
+                f"{where}: image {image!r} of layout {layout_id!r} is listed twice (first on {unit} {claimed[key]}, "
                 f"both are {str(found)!r}); a scores file has one record per candidate"
             )
         claimed[key] = number

@@ -67,47 +67,61 @@ class ScoresFile:
     problems: list[str] = field(default_factory=list)
 
 
+def _add_candidate(out: ScoresFile, record: Any, where: str, number: int) -> None:
+    """Add one record as a candidate, or a problem naming ``where`` and the field."""
+    if not isinstance(record, dict):
+        out.problems.append(f"{where}: not a JSON object")
+        return
+    image = record.get("image")
+    if not isinstance(image, str):
+        out.problems.append(f"{where}: field 'image' is missing or not a string")
+        return
+    instances = record.get("instances") or []
+    if not isinstance(instances, list):
+        out.problems.append(f"{where}: field 'instances' is not a list")
+        instances = []
+    out.candidates.append(
+        Candidate(
+            line=number,
+            layout_id=str(record.get("layout_id", "")),
+            image=image,
+            scores={key: finite_number(record.get(key)) for key in CANDIDATE_SCORES},
+            instances=[i for i in instances if isinstance(i, dict)],
+            error=record.get("error") if isinstance(record.get("error"), str) else None,
+        )
+    )
+
+
 def read_scores(path: Path) -> ScoresFile:
     """Read ``scores.jsonl``; a bad line becomes a problem naming the file, the line and the field.
 
+    A Parquet scores file (``clis.scoretable``) is read by row: ``Candidate.line`` is then its
+    row number. One that is not a scores table, or a row it cannot decode, raises ``InputError``.
     A file that is not a regular file of a sane size (``clis.jsonio.check_input_file``) raises
     ``InputError``; one that is not UTF-8 raises ``UnicodeDecodeError``.
     """
+    from clis.scoretable import is_parquet, iter_parquet_rows
+
     jsonio.check_input_file(path, "scores file")
     out = ScoresFile()
+    if is_parquet(path):
+        for number, record in iter_parquet_rows(path):
+            _add_candidate(out, record, f"{path.name}: row {number}", number)
+        return out
     with path.open(encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
+            where = f"{path.name}: line {number}"
             try:
                 record = jsonio.loads(text)
             except json.JSONDecodeError as exc:
-                out.problems.append(f"{path.name}: line {number}: not valid JSON ({exc.msg})")
+                out.problems.append(f"{where}: not valid JSON ({exc.msg})")
                 continue
             except jsonio.JSONError as exc:  # NaN, 1e309, nested too deeply, a 5,000-digit integer
-                out.problems.append(f"{path.name}: line {number}: {exc}")
+                out.problems.append(f"{where}: {exc}")
                 continue
-            if not isinstance(record, dict):
-                out.problems.append(f"{path.name}: line {number}: not a JSON object")
-                continue
-            image = record.get("image")
-            if not isinstance(image, str):
-                out.problems.append(f"{path.name}: line {number}: field 'image' is missing or not a string")
-                continue
-            instances = record.get("instances") or []
-            if not isinstance(instances, list):
-                out.problems.append(f"{path.name}: line {number}: field 'instances' is not a list")
-                instances = []
-            out.candidates.append(
-                Candidate(
-                    line=number,
-                    layout_id=str(record.get("layout_id", "")),
-                    image=image,
-                    scores={key: finite_number(record.get(key)) for key in CANDIDATE_SCORES},
-                    instances=[i for i in instances if isinstance(i, dict)],
-                    error=record.get("error") if isinstance(record.get("error"), str) else None,
-                )
-            )
+            _add_candidate(out, record, where, number)
     return out
 
 

@@ -107,7 +107,8 @@ def pick(
     candidates: Path = typer.Argument(..., help="Candidates folder (as written by clis generate)."),
     layouts: Path = typer.Argument(..., help="Layouts file the candidates were made from."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder: images/, annotations.json, summary.json."),
-    scores: Optional[Path] = typer.Option(None, "--scores", help="Reuse a scores.jsonl instead of scoring now."),
+    scores: Optional[Path] = typer.Option(
+        None, "--scores", help="Reuse a scores file (scores.jsonl, or a Parquet scores table) instead of scoring now."),
     top: Optional[int] = typer.Option(None, "--top", help="Candidates kept per layout, best first [default: 1]."),
     min_instance: Optional[float] = typer.Option(
         None, "--min-instance", help="Instances scoring below this are dropped [default: 60, or the config's pick table]."),
