@@ -341,7 +341,22 @@ class CLISScore(Metric):
         return self._shared.scorer
 
     def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> "CLISScore":
-        this = super()._apply(fn, exclude_state)
+        # ``module.to(torch.float16)`` (Lightning's and Fabric's "16-true" precision) passes
+        # Metric's dtype guard, which only recognises ``.half()`` and the like, and would cast the
+        # float64 score states to float16 (71.2345 becomes 71.25). Torchmetrics moves every state
+        # but ours; ours follow the device only, keeping their declared dtypes.
+        ours = tuple(getattr(self, "_state_dtypes", ()))
+        this = super()._apply(fn, tuple(exclude_state) + ours)
+        for name in ours:
+            if name in exclude_state:
+                continue
+            value = getattr(this, name)
+            if isinstance(value, Tensor):
+                setattr(this, name, value.to(this.device))
+            else:
+                setattr(this, name, [v.to(this.device) for v in value])
+        # the cached compute() went through ``fn`` too: computed again, from the exact states
+        this._computed = None
         # Follow the states' device only: a dtype cast meant for the training model must not
         # reach CLIP (Metric guards its own states the same way, see Metric.set_dtype).
         models = [self.scorer.encoder.model]
@@ -443,7 +458,10 @@ class CLISScore(Metric):
         # A rank without samples would send torchmetrics' stand-in, an empty tensor of the
         # metric's float dtype, against the other ranks' int64 ids; an empty tensor of each
         # state's own dtype keeps every all_gather consistent.
-        if should_sync:
+        # Only where a sync will happen (torchmetrics' own test): outside DDP, compute() on an
+        # empty metric would otherwise leave an empty tensor in every list state.
+        available = distributed_available if distributed_available is not None else self.distributed_available_fn
+        if should_sync and callable(available) and available():
             for name, dtype in self._state_dtypes.items():
                 value = getattr(self, name)
                 if isinstance(value, list) and not value:

@@ -24,6 +24,12 @@ The row carries its own description, so a copy that a query engine filters and w
 (DuckDB ``COPY ... TO``) still reads back exactly. The Parquet key-value metadata names the
 schema version, ``clis.schema = clis.scores/1``.
 
+Reading validates what the JSONL path validates: no NaN or infinity anywhere, no value from
+a column that JSON cannot hold (timestamps, bytes, decimals), UTF-8 strings, and a ``_clis``
+whose every key is a column or an extra. Compression hides sizes, so a row group over a quarter of
+``CLIS_MAX_INPUT_BYTES`` (uncompressed, by the metadata) or a row over 1/64 of it (decoded)
+is refused, and rows are decoded in slices of at most that size.
+
 Example:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "scores.parquet"
@@ -50,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clis import jsonio
@@ -94,6 +101,9 @@ SCHEMA = pa.schema(
 )  # fmt: skip
 _RECORD = pa.struct([field for field in SCHEMA if field.name not in (BOOKKEEPING, "instances")])
 _MISSING = object()
+# The deepest object a record holds is three levels down (instances[k].acp.context); a key
+# shape nested deeper describes no column, and recursing into it could reach Python's limit.
+MAX_SHAPE_DEPTH = 8
 
 
 def is_parquet(path: str | os.PathLike) -> bool:
@@ -355,16 +365,39 @@ class ParquetRecordWriter:
 # -- reading --------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
+# Key lists of real records are a few hundred characters and repeat from row to row; a longer
+# one is parsed without the cache, which would otherwise keep 4096 of them alive.
+SHAPE_CACHE_CHARS = 4096
+
+
 def _parsed_shape(text: str) -> list:
-    shape = json.loads(text)
+    if isinstance(text, str) and len(text) <= SHAPE_CACHE_CHARS:
+        return _cached_shape(text)
+    return _parse_shape(text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_shape(text: str) -> list:
+    return _parse_shape(text)
+
+
+def _parse_shape(text: str) -> list:
+    if not isinstance(text, str):
+        raise ValueError("not a list of keys")
+    shape = jsonio.loads(text)  # a JSONError (a ValueError) for 100k-deep nesting, not RecursionError
     if not isinstance(shape, list):
         raise ValueError("not a list of keys")
     return shape
 
 
-def _restore(values: Any, shape: list, extra: dict) -> dict[str, Any]:
-    """The dict a key shape describes, from the column values and the extras."""
+def _restore(values: Any, shape: list, extra: dict, depth: int = 0) -> dict[str, Any]:
+    """The dict a key shape describes, from the column values and the extras.
+
+    Every key is a column (a struct field) or an extra: the writer puts any key that no
+    column holds in the extras, so a key found in neither is a corrupt or cut-down copy,
+    refused rather than read as null."""
+    if depth > MAX_SHAPE_DEPTH:
+        raise ValueError(f"keys nested more than {MAX_SHAPE_DEPTH} levels deep")
     if not isinstance(values, dict):
         values = {}
     out: dict[str, Any] = {}
@@ -374,13 +407,17 @@ def _restore(values: Any, shape: list, extra: dict) -> dict[str, Any]:
         elif isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], list):
             key, sub = entry
         else:
-            raise ValueError(f"bad key entry {entry!r}")
+            raise ValueError(f"bad key entry {str(entry)[:80]!r}")
         if key in extra:
             out[key] = extra[key]
+        elif key not in values:
+            raise ValueError(f"key {key[:80]!r} is neither a column of the table nor in '{BOOKKEEPING}.extra'")
         elif sub is not None:
-            out[key] = _restore(values.get(key), sub, {})
+            if not isinstance(values[key], dict):
+                raise ValueError(f"key {key[:80]!r} is listed as an object but its column holds {values[key]!r:.80}")
+            out[key] = _restore(values[key], sub, {}, depth + 1)
         else:
-            out[key] = values.get(key)
+            out[key] = values[key]
     return out
 
 
@@ -396,7 +433,7 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     try:
         shape = _parsed_shape(keys["keys"])
     except (TypeError, KeyError, ValueError) as exc:
-        raise ValueError(f"field '{BOOKKEEPING}.keys': not the key list of a record ({exc})") from None
+        raise ValueError(f"field '{BOOKKEEPING}.keys': not the key list of a record: {exc}") from None
     try:
         extras = jsonio.loads(keys["extra"]) if keys.get("extra") is not None else {}
         if not isinstance(extras, dict) or not isinstance(extras.get("record", {}), dict) \
@@ -414,6 +451,10 @@ def decode_row(row: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"field '{BOOKKEEPING}.instance_keys': {len(instance_keys)} key lists for "
                              f"{len(instances)} instances")
         instance_extra = extras.get("instances", {})
+        for k, more in instance_extra.items():
+            if not (k.isdigit() and int(k) < len(instances) and isinstance(more, dict)):
+                raise ValueError(f"field '{BOOKKEEPING}.extra': instance extras {k[:20]!r} are not an object of one "
+                                 f"of the {len(instances)} instances")
         restored = []
         for k, (values, text) in enumerate(zip(instances, instance_keys)):
             try:
@@ -433,7 +474,8 @@ def _open(path: Path) -> pq.ParquetFile:
         raise InputError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:200]})") from None
 
 
-def _check_columns(path: Path, parquet: pq.ParquetFile) -> None:
+def _check_columns(path: Path, parquet: pq.ParquetFile) -> dict[str, str]:
+    """Refuse a table that is not a scores table; return the columns JSON cannot hold, with why."""
     metadata = parquet.schema_arrow.metadata or {}
     version = metadata.get(SCHEMA_KEY)
     if version is not None and version.decode("utf-8", "replace") != SCHEMA_VERSION:
@@ -444,31 +486,169 @@ def _check_columns(path: Path, parquet: pq.ParquetFile) -> None:
         if column not in names:
             raise InputError(f"{path}: not a scores table: no column {column!r} (columns: "
                              f"{', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+    # A column of another type is refused where a record takes a value from it, not up front:
+    # a copy may carry columns that no record names (DuckDB ``SELECT *, now() AS t``).
+    return {field.name: problem for field in parquet.schema_arrow if (problem := _not_json(field.type, 0))}
+
+
+def _not_json(kind: pa.DataType, depth: int) -> str:
+    """Why a column of type ``kind`` cannot hold a JSON value, or "" when it can: a
+    timestamp, bytes or a decimal would reach the readers as Python objects that no JSONL
+    record has, and that ``parquet_to_jsonl`` cannot write."""
+    if depth > MAX_SHAPE_DEPTH:
+        return f"nested more than {MAX_SHAPE_DEPTH} levels deep"
+    if pa.types.is_dictionary(kind):
+        return _not_json(kind.value_type, depth)
+    if pa.types.is_struct(kind):
+        return next((p for p in (_not_json(f.type, depth + 1) for f in kind) if p), "")
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _not_json(kind.value_type, depth + 1)
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
+            or kind in (pa.float32(), pa.float64(), pa.bool_(), pa.null())):
+        return ""
+    return f"type {kind} is not a JSON value"
+
+
+def _row_group_limit() -> int:
+    # A row group is decoded at once, and a value inflates several times as Python objects:
+    # a quarter of the JSONL file limit (1 GiB by default) bounds one of them.
+    return max(1, jsonio.max_input_bytes() // 4)
+
+
+def _row_limit() -> int:
+    # 64 MiB by default: a record of 10,000 instances takes about 3 MB
+    return max(1, _row_group_limit() // 16)
+
+
+def _slices(batch: pa.RecordBatch, first: int, limit: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``(first row number, rows)`` of ``batch`` in slices of at most ``limit`` Arrow bytes
+    each, so that the Python objects made of one (several times its size) stay bounded;
+    ValueError naming the row for one row that alone holds more. Dictionary and run-length
+    encoding let a few KB of file decode to far more than the row group metadata claims
+    (a 1 MB string in 300 rows: 11 KB of file, 1 MB claimed, 315 MB decoded)."""
+    size = batch.nbytes  # of the slice, not of the buffers it shares with the whole batch
+    if size <= limit:
+        yield first, batch
+    elif batch.num_rows == 1:
+        raise ValueError(f"row {first}: {size:,} bytes once decoded, over the {limit:,}-byte limit of one row "
+                         "(raise CLIS_MAX_INPUT_BYTES, 64x this limit, for such records)")
+    else:
+        half = batch.num_rows // 2
+        yield from _slices(batch.slice(0, half), first, limit)
+        yield from _slices(batch.slice(half), first + half, limit)
+
+
+def _check_row_groups(path: Path, parquet: pq.ParquetFile) -> None:
+    """Refuse a row group that claims more uncompressed bytes than the limit: zstd packs 400 MB
+    of one repeated character into 23 KB, so the file size alone bounds nothing."""
+    limit, first = _row_group_limit(), 1
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        if group.num_rows < 0 or group.total_byte_size > limit:
+            raise InputError(
+                f"{path}: rows {first}..{first + max(group.num_rows, 1) - 1} (row group {index}) hold "
+                f"{group.total_byte_size:,} bytes uncompressed, over the {limit:,}-byte limit of one row group; "
+                "write it with smaller row groups, or raise CLIS_MAX_INPUT_BYTES (4x this limit)")
+        first += group.num_rows
+
+
+def _has_nonfinite(array: pa.Array) -> bool:
+    """Whether a NaN or an infinity is anywhere in ``array``, nested values included."""
+    kind = array.type
+    if pa.types.is_floating(kind):
+        return len(array) > 0 and pc.any(pc.invert(pc.is_finite(array))).as_py() is True
+    if pa.types.is_struct(kind):
+        return any(_has_nonfinite(child) for child in array.flatten())  # flatten() applies the parent's nulls
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _has_nonfinite(array.flatten())
+    if pa.types.is_dictionary(kind):
+        return _has_nonfinite(array.dictionary)
+    return False
+
+
+def _nonfinite_field(value: Any, where: str) -> Optional[tuple[str, float]]:
+    """``(field, number)`` of the first NaN or infinity in a decoded record, else None."""
+    if type(value) is float:
+        return None if math.isfinite(value) else (where, value)
+    if isinstance(value, dict):
+        items = ((f"{where}.{key}" if where else key, item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{k}]", item) for k, item in enumerate(value))
+    else:
+        return None
+    for name, item in items:
+        found = _nonfinite_field(item, name)
+        if found:
+            return found
+    return None
+
+
+def _batch_rows(batch: pa.RecordBatch, first: int) -> list[dict[str, Any]]:
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        # Parquet does not check that a string column is UTF-8; find the row and column
+        for k in range(batch.num_rows):
+            for name in batch.schema.names:
+                try:
+                    batch.column(name).slice(k, 1).to_pylist()
+                except UnicodeDecodeError:
+                    raise ValueError(f"row {first + k}: field {name!r}: a string that is not UTF-8") from None
+        raise
 
 
 def iter_parquet_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(row number from 1, record)`` for each row of a Parquet scores file, read a batch of
-    rows at a time. Not Parquet, a table without ``layout_id``/``image`` columns, or a row whose
-    ``_clis`` is corrupt: one-line InputError naming the file (and the row and field). The
-    records are not checked as scores here: :func:`clis.pick.check_score_record` does that."""
+    rows at a time. Not Parquet, a table without ``layout_id``/``image`` columns, a value from a
+    column that JSON cannot hold, a row group or row over the size limits, a row whose ``_clis`` is corrupt, or a
+    NaN or infinity anywhere (which no JSONL record can hold): one-line InputError naming the
+    file (and the row and field). The records are not checked as scores here:
+    :func:`clis.pick.check_score_record` does that."""
     path = Path(path)
     jsonio.check_input_file(path, "scores file")
     parquet = _open(path)
-    _check_columns(path, parquet)
+    unfit = _check_columns(path, parquet)
+    _check_row_groups(path, parquet)
     number = 0
     try:
-        batches = parquet.iter_batches(batch_size=READ_BATCH)
-        for batch in batches:
-            for row in batch.to_pylist():
+        for batch in _row_batches(path, parquet):
+            try:
+                rows = _batch_rows(batch, number + 1)
+            except ValueError as exc:
+                raise InputError(f"{path}: {exc}") from None
+            # JSON has no NaN or Infinity, so a JSONL record cannot hold one: neither may a row.
+            # One vectorised test per batch; only a batch that has one is searched row by row.
+            nonfinite = any(_has_nonfinite(column) for column in batch.columns)
+            for row in rows:
                 number += 1
                 try:
                     record = decode_row(row)
                 except ValueError as exc:
                     raise InputError(f"{path}: row {number}: {exc}") from None
+                bad = next((key for key in record if key in unfit), None) if unfit else None
+                if bad is not None:
+                    raise InputError(f"{path}: row {number}: field {bad[:80]!r}: its column's {unfit[bad]}; a scores "
+                                     "table holds what JSON does (strings, numbers, booleans, lists, structs)")
+                found = _nonfinite_field(record, "") if nonfinite else None
+                if found:
+                    raise InputError(f"{path}: row {number}: field {found[0]!r}: expected a finite number or null, "
+                                     f"got {found[1]!r}")
                 yield number, record
     except (pa.ArrowException, OSError) as exc:  # a truncated or corrupt row group
         raise InputError(f"{path}: row {number + 1}: cannot read the Parquet data "
                          f"({' '.join(str(exc).split())[:200]})") from None
+
+
+def _row_batches(path: Path, parquet: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+    """The rows in order, in batches of at most READ_BATCH rows that each decode to at most
+    :func:`_row_limit` bytes: memory is one such batch, whatever the file's size."""
+    limit, first = _row_limit(), 1
+    for whole in parquet.iter_batches(batch_size=READ_BATCH):
+        try:
+            yield from (batch for _, batch in _slices(whole, first, limit))
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        first += whole.num_rows
 
 
 def iter_parquet_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -188,6 +188,8 @@ def test_clones_share_the_model_and_forward_accumulates(encoder, reference):
     twin = metric.clone()
     assert twin.scorer.encoder.model is metric.scorer.encoder.model
     assert metric.state_dict() == {}  # neither the CLIP weights nor (non-persistent) states
+    metric.compute()  # before any update, outside DDP: nothing to sync, so no state changes
+    assert all(value == [] for value in metric.metric_state.values())
     first = metric(as_tensor([0, 1]), [sample_layout(0), sample_layout(1)])  # forward: this batch only
     assert int(first["n"]) == 2
     metric(as_tensor([2]), [sample_layout(2)])
@@ -206,6 +208,23 @@ def test_to_moves_the_model_with_the_metric_but_keeps_its_dtype(tiny_models):
     assert metric.device.type == "meta" and metric.scorer.encoder.device.type == "meta"
     holder.to(torch.float16)  # a cast meant for the trained model
     assert metric.scorer.encoder.dtype == torch.float32
+
+def test_a_module_cast_to_half_leaves_the_score_states_float64(encoder, reference):
+    """``module.to(torch.float16)`` (Lightning's "16-true") slips past Metric's dtype guard:
+    it cast the states to float16, so a score of 22.4798 read back as 22.484375."""
+    metric = CLISScore(encoder, num_workers=0)
+    metric.update(as_tensor([0, 1]), [sample_layout(0), sample_layout(1)])
+    assert_matches_records(metric.compute(), reference, [0, 1])  # also fills compute()'s cache
+    holder = torch.nn.Module()
+    holder.metric = metric
+    holder.to(torch.float16)
+    assert {t.dtype for t in metric.metric_state["clis_i"]} == {torch.float64}
+    metric.update(as_tensor([2]), [sample_layout(2)])
+    result = metric.compute()
+    assert result["per_sample"]["clis_i"].dtype == torch.float64
+    # float16 keeps 3 significant digits: 2e-4 holds only if no value went through it
+    assert_matches_records(result, reference, [0, 1, 2])
+
 
 # -- DDP over gloo -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -373,3 +374,127 @@ def test_docstring_examples_hold():
     import clis.scoretable
 
     assert doctest.testmod(clis.scoretable).failed == 0
+
+
+# -- hostile files (review): each case was a traceback, a silent wrong value or a memory blow-up --
+
+
+def _row_file(path: Path, columns: dict, keys: str, instance_keys=None, extra=None) -> Path:
+    """A one-row table of the scores schema whose ``_clis`` says exactly what the test wants."""
+    from clis.scoretable import SCHEMA
+
+    row = {"layout_id": "a", "image": "0.png", **columns,
+           "_clis": {"keys": keys, "instance_keys": instance_keys, "extra": extra}}
+    pq.write_table(pa.Table.from_pylist([row], schema=SCHEMA), path)
+    return path
+
+
+@pytest.mark.parametrize("columns, keys, instance_keys, extra, message", [
+    # 100k-deep key list: json's RecursionError, not a ValueError, escaped before
+    ({}, "[" * 100_000 + "]" * 100_000, None, None, r"row 1: field '_clis.keys': .*nested too deeply"),
+    # a key that no column holds and no extra gives was read as null
+    ({}, '["layout_id","image","clis_x"]', None, None, r"row 1: field '_clis.keys': key 'clis_x' is neither a column"),
+    # instance extras that are not an object per instance were ignored
+    ({"instances": [{"object_id": "x"}]}, '["layout_id","image","instances"]', ['["object_id"]'],
+     '{"record": {}, "instances": {"0": [1]}}', r"row 1: field '_clis.extra': instance extras '0'"),
+    ({"instances": [{"object_id": "x"}]}, '["layout_id","image","instances"]', ['["object_id"]'],
+     '{"record": {}, "instances": {"7": {"score": 1}}}', r"row 1: field '_clis.extra': instance extras '7'"),
+    # an object shape over a null struct
+    ({}, '["layout_id","image",["judge",["name"]]]', None, None, r"key 'judge' is listed as an object"),
+])  # fmt: skip
+def test_a_corrupt_bookkeeping_column_is_one_line_naming_row_and_field(tmp_path, columns, keys, instance_keys, extra,
+                                                                       message):
+    path = _row_file(tmp_path / "s.parquet", columns, keys, instance_keys, extra)
+    with pytest.raises(InputError, match=message) as caught:
+        list(iter_parquet_rows(path))
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("instance, field", [
+    ({"object_id": "x", "detection": {"iou": math.nan}}, "instances[0].detection.iou"),
+    ({"object_id": "x", "bbox": [0.0, math.inf]}, "instances[0].bbox[1]"),
+    ({"object_id": "x", "acp": {"crop": {"rating": -math.inf}}}, "instances[0].acp.crop.rating"),
+])
+def test_a_nan_anywhere_is_refused_as_the_jsonl_line_would_be(tmp_path, instance, field):
+    from clis.pick import read_scores_lines
+
+    record = {"layout_id": "a", "image": "0.png", "instances": [instance]}
+    # the same record as a JSONL line (Python's json writes NaN and Infinity): refused there
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="line 1"):
+        read_scores_lines(jsonl)
+    shape = json.dumps(["layout_id", "image", "instances"])
+    path = _row_file(tmp_path / "s.parquet", {"instances": [instance]}, shape, [json.dumps(list(instance))])
+    with pytest.raises(InputError, match=rf"row 1: field '{re.escape(field)}': expected a finite number or null"):
+        read_scores_lines(path)
+    with pytest.raises(InputError, match="row 1"):  # was a ValueError traceback from json.dumps
+        parquet_to_jsonl(path, tmp_path / "back.jsonl")
+
+
+def test_columns_json_cannot_hold_and_bad_utf8_are_refused(tmp_path):
+    import datetime
+
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"layout_id": ["a"], "image": ["0.png"], "when": [datetime.datetime(2024, 1, 1)]}), path)
+    with pytest.raises(InputError, match=r"row 1: field 'when': its column's type timestamp\[us\] is not a JSON"):
+        parquet_to_jsonl(path, tmp_path / "out.jsonl")  # was a TypeError traceback
+    # a column that no record names (a copy's own column) is no obstacle
+    record = {"layout_id": "a", "image": "0.png", "clis": 50}
+    with ParquetRecordWriter(path) as writer:
+        writer.write(record)
+    table = pq.read_table(path)
+    pq.write_table(table.append_column("when", pa.array([datetime.datetime(2024, 1, 1)])), path)
+    assert list(iter_parquet_records(path)) == [record]
+    # Parquet does not check UTF-8: bytes 0xff 0xfe stored as a string column
+    image = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(b"\0\0\0\0\5\0\0\0\7\0\0\0"),
+                                                   pa.py_buffer(b"0.png\xff\xfe")])
+    pq.write_table(pa.table({"layout_id": ["a", "b"], "image": image}), path)
+    with pytest.raises(InputError, match=r"s.parquet: row 2: field 'image': a string that is not UTF-8"):
+        list(iter_parquet_rows(path))
+
+
+def test_a_row_group_that_inflates_past_the_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIS_MAX_INPUT_BYTES", str(4 * 2**20))  # 1 MiB per row group
+    path = tmp_path / "bomb.parquet"
+    with ParquetRecordWriter(path) as writer:
+        writer.write({"layout_id": "a", "image": "0.png"})
+        writer.write({"layout_id": "a", "image": "1.png", "note": " " * (3 * 2**20)})
+    assert path.stat().st_size < 64 * 1024  # zstd: the file itself is tiny
+    with pytest.raises(InputError, match=r"rows 1\.\.2 \(row group 0\) hold [\d,]+ bytes uncompressed, over the "
+                                         r"1,048,576-byte limit"):
+        next(iter_parquet_rows(path))  # before the first row: nothing was decoded
+    monkeypatch.setenv("CLIS_MAX_INPUT_BYTES", str(256 * 2**20))  # 64 MiB per row group, 4 MiB per row
+    assert [len(r.get("note", "")) for r in iter_parquet_records(path)] == [0, 3 * 2**20]
+
+
+def test_rows_that_dictionary_encoding_hides_are_read_in_bounded_slices_or_refused(tmp_path, monkeypatch):
+    """One value repeated in every row is stored once: the row group claims about one copy."""
+    monkeypatch.setenv("CLIS_MAX_INPUT_BYTES", str(64 * 2**20))  # 16 MiB per row group, 1 MiB per row
+    path = tmp_path / "repeated.parquet"
+    note = "n" * (256 * 1024)
+    with ParquetRecordWriter(path) as writer:
+        for n in range(200):  # 50 MiB of notes once decoded
+            writer.write({"layout_id": "a", "image": f"{n}.png", "note": note})
+    assert pq.ParquetFile(path).metadata.row_group(0).total_byte_size < 2 * 2**20
+    # read in slices of at most 1 MiB (a few rows each), in order, none lost or repeated
+    assert [(number, r["image"], len(r["note"])) for number, r in iter_parquet_rows(path)] == [
+        (n + 1, f"{n}.png", len(note)) for n in range(200)]
+    with ParquetRecordWriter(path) as writer:
+        for n in range(20):
+            writer.write({"layout_id": "a", "image": f"{n}.png", "note": note * 8})  # 2 MiB each
+    assert pq.ParquetFile(path).metadata.row_group(0).total_byte_size < 16 * 2**20  # passes the group check
+    with pytest.raises(InputError, match=r"repeated.parquet: row 1: [\d,]+ bytes once decoded, over the "
+                                         r"1,048,576-byte limit of one row"):
+        next(iter_parquet_rows(path))
+
+
+def test_long_key_lists_are_not_kept_by_the_shape_cache(tmp_path):
+    from clis import scoretable
+
+    keys = json.dumps(["layout_id", "image"] + [f"k{n}" for n in range(2000)])  # 16 KB
+    extra = json.dumps({"record": {f"k{n}": n for n in range(2000)}})
+    path = _row_file(tmp_path / "s.parquet", {}, keys, extra=extra)
+    scoretable._cached_shape.cache_clear()
+    assert len(next(iter_parquet_records(path))) == 2002
+    assert scoretable._cached_shape.cache_info().currsize == 0
