@@ -15,12 +15,17 @@ Each text encoder reads a fixed number of tokens: 16 for OWLv2 and OWL-ViT (star
 tokens included), 256 for the released Grounding DINO models (for the whole prompt). A query
 longer than that is cut to fit, keeping its first tokens, and remembered in
 :attr:`Detector.truncated`, so a run reports it instead of failing every candidate.
+
+The image half of the processor (:meth:`Detector.prepare_image`) runs per image, so a scoring
+run calls it in its loader threads; :meth:`Detector.detect` then only tokenizes the prompts and
+stacks the prepared pixels. Images of one size stack as they are; a batch of mixed sizes goes
+back through the processor, which pads them to a common size (hence batching by image size).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -76,9 +81,21 @@ class Detector:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def detect(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> list[dict[str, Detections]]:
-        """For each image, ``{query: Detections}`` for every one of its (distinct) queries."""
-        if len(images) != len(queries):
+    def prepare_image(self, image: Image.Image) -> dict[str, Tensor]:
+        """The image processor's tensors for one image (``pixel_values``, and ``pixel_mask`` for
+        Grounding DINO), pinned when the detector is on CUDA so the copy does not block."""
+        inputs = self.processor.image_processor(images=[image], return_tensors="pt")
+        pin = self.device.type == "cuda" and torch.cuda.is_available()
+        return {key: value.pin_memory() if pin else value for key, value in inputs.items() if isinstance(value, Tensor)}
+
+    def detect(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]],
+               prepared: Optional[Sequence[Optional[dict[str, Tensor]]]] = None) -> list[dict[str, Detections]]:
+        """For each image, ``{query: Detections}`` for every one of its (distinct) queries.
+
+        ``prepared``: :meth:`prepare_image` of each image, computed beforehand (in a loader
+        thread); without it the images are processed here.
+        """
+        if len(images) != len(queries) or (prepared is not None and len(prepared) != len(images)):
             raise ValueError("detect: one list of queries per image is needed")
         if not images:
             return []
@@ -86,10 +103,22 @@ class Detector:
             self.check_queries(image_queries)
         with torch.inference_mode():
             if self.kind == "grounding-dino":
-                scores, boxes = self._grounding_dino(images, queries)
+                scores, boxes = self._grounding_dino(images, queries, prepared)
             else:
-                scores, boxes = self._owl(images, queries)
+                scores, boxes = self._owl(images, queries, prepared)
         return [self._select(s, b, q) for s, b, q in zip(scores, boxes, queries)]
+
+    def _image_inputs(self, images: Sequence[Image.Image], order: Sequence[int],
+                      prepared: Optional[Sequence[Optional[dict[str, Tensor]]]]) -> dict[str, Tensor]:
+        """Image tensors for ``images[i] for i in order``: the prepared ones stacked on the device
+        when they share one shape, else one processor call that pads them to a common size."""
+        parts = [prepared[i] for i in order] if prepared is not None else None
+        if parts and all(part is not None for part in parts):
+            keys = set(parts[0])
+            if all(set(part) == keys and all(part[k].shape == parts[0][k].shape for k in keys) for part in parts):
+                return {k: torch.cat([self._to_device({k: part[k]})[k] for part in parts]) for k in keys}
+        inputs = self.processor.image_processor(images=[images[i] for i in order], return_tensors="pt")
+        return self._to_device(inputs)
 
     # -- queries longer than the text encoder reads -------------------------------------------
 
@@ -168,7 +197,7 @@ class Detector:
         moved = {}
         for key, value in inputs.items():
             if isinstance(value, Tensor):
-                value = value.to(self.device)
+                value = value.to(self.device, non_blocking=value.is_pinned())
                 if value.is_floating_point():
                     value = value.to(self.dtype)
             moved[key] = value
@@ -211,14 +240,14 @@ class Detector:
             raise RuntimeError(f"Grounding DINO prompt split into {len(spans)} phrases, expected {n_queries}")
         return spans
 
-    def _grounding_dino(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
+    def _grounding_dino(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]], prepared=None):
         jobs = []  # (image index, chunk of queries); long query lists need several prompts
         for i, image_queries in enumerate(queries):
             for chunk in self._gdino_chunks([self._fit(_clean_query(q)) for q in image_queries]):
                 jobs.append((i, chunk))
         prompts = [". ".join(chunk) + "." for _, chunk in jobs]
-        inputs = self.processor(images=[images[i] for i, _ in jobs], text=prompts, return_tensors="pt", padding=True)
-        outputs = self.model(**self._to_device(inputs))
+        inputs = self.processor(text=prompts, return_tensors="pt", padding=True)
+        outputs = self.model(**self._to_device(inputs), **self._image_inputs(images, [i for i, _ in jobs], prepared))
         probs = outputs.logits.float().sigmoid().cpu()  # [J, P, T]
         boxes = box_convert(outputs.pred_boxes.float().cpu(), "cxcywh", "xyxy").clamp(0, 1)
         parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in images]
@@ -241,10 +270,10 @@ class Detector:
             boxes_out.append(torch.cat([b for _, b in image_parts]))
         return scores_out, boxes_out
 
-    def _owl(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]):
+    def _owl(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]], prepared=None):
         text = [[self._fit(_clean_query(q)) for q in image_queries] for image_queries in queries]
-        inputs = self.processor(text=text, images=list(images), return_tensors="pt")
-        outputs = self.model(**self._to_device(inputs))
+        inputs = self.processor(text=text, return_tensors="pt")
+        outputs = self.model(**self._to_device(inputs), **self._image_inputs(images, range(len(images)), prepared))
         probs = outputs.logits.float().sigmoid().cpu()  # [B, P, Qmax]
         boxes = box_convert(outputs.pred_boxes.float().cpu(), "cxcywh", "xyxy")
         scores_out, boxes_out = [], []

@@ -23,9 +23,13 @@ from clis.layout import Layout
 class DetectionTerms:
     """Detector outputs turned into per-object terms; a no-op without a detector."""
 
-    def __init__(self, detector: Optional[Detector], config: DetectionConfig, batch_size: int = 4):
+    def __init__(self, detector: Optional[Detector], config: DetectionConfig, batch_size: Optional[int] = None):
         self.detector = detector
         self.config = config
+        if batch_size is None:
+            # A GPU takes many images per pass; on CPU larger batches only hold more memory.
+            on_gpu = str(getattr(detector, "device", "cpu")).startswith("cuda")
+            batch_size = 16 if on_gpu else 4
         self.batch_size = max(1, int(batch_size))
 
     def query(self, obj: Any) -> str:
@@ -39,25 +43,42 @@ class DetectionTerms:
         if self.detector is not None:
             self.detector.check_queries(list(dict.fromkeys(self.query(o) for lay in layouts for o in lay.objects)))
 
-    def detect(self, images: Sequence[Image.Image], layouts: Sequence[Layout],
-               names: Sequence[Optional[str]]) -> list[Optional[dict | str]]:
+    def detect(self, images: Sequence[Image.Image], layouts: Sequence[Layout], names: Sequence[Optional[str]],
+               prepared: Optional[Sequence[Optional[dict]]] = None) -> list[Optional[dict | str]]:
         """Detections per image: a dict by query, None without a detector, or a one-line error
-        (``names`` label the images in it)."""
+        (``names`` label the images in it). ``prepared``: ``Detector.prepare_image`` per image.
+
+        Images are batched by size, ``batch_size`` at a time: same-size images need no padding,
+        so a batch's detections equal those of each image alone.
+        """
         if self.detector is None:
             return [None] * len(images)
-        found: list[Optional[dict | str]] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
-            queries = [self.queries(layout) for layout in layouts[chunk]]
-            try:
-                found.extend(self.detector.detect(list(images[chunk]), queries))
-            except Exception:  # noqa: BLE001 -- find the image that breaks the batch, keep the rest
-                for image, image_queries, name in zip(images[chunk], queries, names[chunk]):
-                    try:
-                        found.extend(self.detector.detect([image], [image_queries]))
-                    except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
-                        found.append(f"{name}: detector failed: {one_line(exc)}")
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.size, []).append(i)
+        found: list[Optional[dict | str]] = [None] * len(images)
+        for members in by_size.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start : start + self.batch_size]
+                for i, result in zip(chunk, self._detect_chunk(images, layouts, names, prepared, chunk)):
+                    found[i] = result
         return found
+
+    def _detect_chunk(self, images, layouts, names, prepared, chunk: list[int]) -> list[dict | str]:
+        queries = [self.queries(layouts[i]) for i in chunk]
+        extra = None if prepared is None else [prepared[i] for i in chunk]
+        try:
+            if extra is None or all(e is None for e in extra):
+                return self.detector.detect([images[i] for i in chunk], queries)
+            return self.detector.detect([images[i] for i in chunk], queries, extra)
+        except Exception:  # noqa: BLE001 -- find the image that breaks the batch, keep the rest
+            results: list[dict | str] = []
+            for i, image_queries in zip(chunk, queries):
+                try:
+                    results.extend(self.detector.detect([images[i]], [image_queries]))
+                except Exception as exc:  # noqa: BLE001 -- one image must not stop the run
+                    results.append(f"{names[i]}: detector failed: {one_line(exc)}")
+            return results
 
     def terms(self, layout: Layout, detections: Optional[dict]) -> list[Optional[dict]]:
         """Per object: found / iou / score / count / expected_count / count_match (None without a detector)."""

@@ -10,6 +10,15 @@ Steps, in the order a candidate goes through them:
 3. **detect** (optional): one detector pass per image with all of its labels as queries;
 4. **combine**: the formulas of :mod:`clis.image_score.functional`.
 
+**Global-only scoring**: with a zero ``instances`` weight and no detector, only the whole image
+and the caption are encoded (no crops, no phrases); the records still list the layout's objects,
+with null region, grounding, detection and score.
+
+**On a GPU**: ``autocast_dtype`` runs the forwards (image, text, detector) under
+``torch.autocast`` while every formula reads float32; loaders pin their tensors so copies to
+the device do not block; the detector's pass over a batch runs in a second thread while CLIP
+encodes it (on CPU both would share the same cores, so they run one after the other).
+
 Example:
     >>> import tempfile
     >>> from PIL import Image
@@ -27,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -57,7 +68,18 @@ from clis.image_score.images import (
 )
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
 from clis.layout import Layout
+from clis.models.loaders import torch_dtype
 
+
+def autocast_dtype_of(dtype: Any) -> Optional[torch.dtype]:
+    """The autocast dtype for a ``--dtype`` value: None (no autocast) for None and float32.
+
+    Example:
+        >>> autocast_dtype_of("bf16"), autocast_dtype_of("float32")
+        (torch.bfloat16, None)
+    """
+    resolved = torch_dtype(dtype)
+    return None if resolved in (None, torch.float32) else resolved
 
 
 def image_reference(image: ImageInput) -> Optional[str]:
@@ -108,6 +130,9 @@ class ImageScorer:
         num_workers: background threads that decode and crop images (0: in this thread).
         max_pixels: images with more pixels, or that the CLIP transform would enlarge past it
             (very elongated ones), are recorded as errors without being decoded.
+        detector_batch_size: images per detector pass (None: 16 on CUDA, 4 on CPU).
+        autocast_dtype: None, "float16", "bfloat16" (or a torch dtype) to run the forward
+            passes under ``torch.autocast``; the weights keep their dtype.
     """
 
     def __init__(
@@ -119,7 +144,8 @@ class ImageScorer:
         batch_size: int = 32,
         num_workers: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        detector_batch_size: int = 4,
+        detector_batch_size: Optional[int] = None,
+        autocast_dtype: Any = None,
     ):
         self.encoder = encoder
         self.detector = detector
@@ -128,23 +154,44 @@ class ImageScorer:
         self.num_workers = num_workers
         self.max_pixels = max_pixels
         self.detection = DetectionTerms(detector, self.config.detection, detector_batch_size)
-        self.text_cache = text_cache or TextEmbeddingCache(
-            encoder.encode_texts, model_key(getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec})
-        )
+        self.autocast_dtype = autocast_dtype_of(autocast_dtype)
+        # No instance term and no detector: crops and phrases would be encoded for nothing.
+        self.global_only = self.config.weights.instances == 0 and detector is None
+        self._device = torch.device(getattr(encoder, "device", "cpu"))  # test doubles have none
+        self._pin = self._device.type == "cuda" and torch.cuda.is_available()
+        self._overlap: Optional[ThreadPoolExecutor] = None  # set while score_candidates runs
+        if text_cache is None:
+            fingerprint = getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec}
+            if self.autocast_dtype is not None:  # half-precision vectors are not the float32 ones
+                fingerprint = {**fingerprint, "autocast": str(self.autocast_dtype)}
+            counts = getattr(encoder, "token_counts", None)
+            text_cache = TextEmbeddingCache(encoder.encode_texts, model_key(fingerprint),
+                                            lengths=counts if callable(counts) else None)
+        self.text_cache = text_cache
         if self.text_cache.dim is None:
             # So that a stored vector of another width is recomputed, not stacked into the scores.
             width = getattr(encoder, "embed_dim", None)
             self.text_cache.dim = width if isinstance(width, int) else None
         self.logit_scale = self.config.grounding_logit_scale or encoder.logit_scale
 
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
     # -- stage 1: load (runs in background threads) -------------------------------------------
 
     def prepare(self, candidate: Candidate) -> _Prepared:
-        """Decode, crop and transform one candidate; failures become an error, not an exception."""
+        """Decode, crop and transform one candidate; failures become an error, not an exception.
+
+        The letterboxed crops are already ``image_size`` square, so the CLIP transform's resize
+        and centre crop leave them as they are (torchvision and Pillow return same-size images
+        unchanged) and only its tensor conversion and normalisation do work on them.
+        """
         size = self.encoder.image_size
         try:
             image = open_image(candidate.image, self.max_pixels, resize_side=size)
-            crops = [
+            crops = [] if self.global_only else [
                 region_crop(image, obj.bbox, size, self.config.crop_margin, self.config.min_crop_pixels)
                 for obj in candidate.layout.objects
             ]
@@ -153,14 +200,26 @@ class ImageScorer:
             return _Prepared(candidate, error=str(exc))
         except Exception as exc:  # noqa: BLE001 -- a box off the image, a failing transform: the run goes on
             return _Prepared(candidate, error=f"{image_reference(candidate.image)}: {one_line(exc)}")
-        return _Prepared(candidate, pil=image if self.detector is not None else None, pixels=pixels)
+        extra = {}
+        if self.detector is not None:
+            try:
+                extra["detector"] = self.detector.prepare_image(image)
+            except Exception:  # noqa: BLE001 -- detect() processes it again and records why it fails
+                extra["detector"] = None
+        if self._pin:
+            pixels = pixels.pin_memory()
+        return _Prepared(candidate, pil=image if self.detector is not None else None, pixels=pixels, extra=extra)
 
     # -- stage 2-4: encode, detect, combine ---------------------------------------------------
 
-    def _encode_pixels(self, pixels: Tensor) -> Tensor:
+    def _encode_pixels(self, parts: list[Tensor]) -> Tensor:
+        if self._pin:  # pinned parts copy to the device without blocking; stack them there
+            pixels = torch.cat([part.to(self._device, non_blocking=True) for part in parts])
+        else:
+            pixels = torch.cat(parts)
         chunks = []
         for start in range(0, pixels.shape[0], self.batch_size):
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast(self._device):
                 chunks.append(self.encoder.encode_images(pixels[start : start + self.batch_size]).float())
         return normalize(torch.cat(chunks)).cpu()
 
@@ -172,22 +231,29 @@ class ImageScorer:
 
     def _detect(self, ready: list[_Prepared]) -> list[Optional[dict | str]]:
         """Detections per candidate: a dict, None without a detector, or a one-line error."""
-        return self.detection.detect([p.pil for p in ready], [p.candidate.layout for p in ready],
-                                     [image_reference(p.candidate.image) for p in ready])
+        if self.detector is None:
+            return [None] * len(ready)
+        with self._autocast(torch.device(getattr(self.detector, "device", "cpu"))):
+            return self.detection.detect([p.pil for p in ready], [p.candidate.layout for p in ready],
+                                         [image_reference(p.candidate.image) for p in ready],
+                                         [p.extra.get("detector") for p in ready])
 
     def check_detector_queries(self, layouts: Iterable[Layout]) -> None:
         """Note which detector queries of ``layouts`` the detector will cut (see ``Detector.truncation``)."""
         self.detection.check_queries(layouts)
 
     def _score_ready(self, ready: list[_Prepared]) -> list[dict]:
-        features = self._encode_pixels(torch.cat([p.pixels for p in ready]))
+        pending = self._overlap.submit(self._detect, ready) if self._overlap is not None else None
+        features = self._encode_pixels([p.pixels for p in ready])
         texts: list[str] = []
         for p in ready:
             texts.append(p.candidate.layout.caption)
-            texts.extend(self._phrase_set(p.candidate.layout)[0])
+            if not self.global_only:
+                texts.extend(self._phrase_set(p.candidate.layout)[0])
         vocabulary = list(dict.fromkeys(t for t in texts if t.strip()))
-        text_features = dict(zip(vocabulary, self.text_cache.get(vocabulary)))
-        detections = self._detect(ready)
+        with self._autocast(self._device):
+            text_features = dict(zip(vocabulary, self.text_cache.get(vocabulary)))
+        detections = pending.result() if pending is not None else self._detect(ready)
         weights = self.config.weights
         records, row = [], 0
         for p, found in zip(ready, detections):
@@ -202,6 +268,9 @@ class ImageScorer:
                 global_score = float(
                     clip_alignment(image_features[:1], text_features[layout.caption][None], self.config.clip_scale)[0]
                 )
+            if self.global_only:
+                records.append(self._global_record(p, layout, global_score))
+                continue
             phrases, targets = self._phrase_set(layout)
             phrase_features = torch.stack([text_features[t] for t in phrases])
             own = phrase_features[targets]
@@ -233,6 +302,18 @@ class ImageScorer:
             })
         return records
 
+    def _global_record(self, p: _Prepared, layout: Layout, global_score: Optional[float]) -> dict:
+        """The record of global-only scoring: the objects are listed, with no instance terms."""
+        instances = [{
+            "object_id": obj.id, "label": obj.label, "phrase": obj.phrase, "bbox": list(obj.bbox),
+            "region": None, "grounding": None, "detection": None, "score": None,
+        } for obj in layout.objects]
+        return {
+            "layout_id": layout.id, "image": image_reference(p.candidate.image),
+            "clis": round_score(global_score), "clis_i": round_score(global_score), "clis_l": None,
+            "global": round_score(global_score), "instances": instances, "error": None,
+        }
+
     def _score_batch(self, batch: list[_Prepared]) -> list[dict]:
         ready = [p for p in batch if p.error is None]
         scored = iter(self._score_ready(ready)) if ready else iter(())
@@ -242,11 +323,20 @@ class ImageScorer:
                 records.append(error_record(p.candidate.layout.id, image_reference(p.candidate.image), p.error))
             else:
                 records.append(next(scored))
-            p.pil = None  # free decoded pixels as soon as the batch is done
+            p.pil = p.pixels = None  # free decoded pixels as soon as the batch is done
+            p.extra.clear()
         return records
 
     def score_candidates(self, candidates: Iterable[Candidate]) -> Iterator[dict]:
         """Score candidates in input order; crops of several candidates share forward passes."""
+        overlap = self.detector is not None and str(getattr(self.detector, "device", "cpu")).startswith("cuda")
+        with contextlib.ExitStack() as stack:
+            if overlap:
+                self._overlap = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="clis-detector"))
+                stack.callback(setattr, self, "_overlap", None)
+            yield from self._score_stream(candidates)
+
+    def _score_stream(self, candidates: Iterable[Candidate]) -> Iterator[dict]:
         batch: list[_Prepared] = []
         rows = 0
         for prepared in prefetch_map(self.prepare, candidates, self.num_workers, depth=max(8, 2 * self.num_workers)):

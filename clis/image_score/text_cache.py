@@ -46,11 +46,16 @@ class TextEmbeddingCache:
     scoring against a silently shortened caption. A stored row that is not a unit vector of the
     model's width (``dim``: a blob cut short, a width another model wrote, NaN or inf) is
     damaged: its text is encoded again and the row overwritten, and ``damaged`` counts them.
+
+    Texts to encode are sorted by ``lengths`` (token counts; characters by default) before
+    they are cut into batches of ``batch_size``: a batch runs as long as its longest text, so
+    short phrases no longer wait on a long caption's tokens.
     """
 
     def __init__(self, encode: EncodeFn, model_key: str, path: Optional[str | Path] = None, batch_size: int = 256,
-                 dim: Optional[int] = None):
+                 dim: Optional[int] = None, lengths: Optional[Callable[[list[str]], list[int]]] = None):
         self._encode = encode
+        self._lengths = lengths
         self.model_key = model_key
         self.batch_size = batch_size
         # Width of the model's embeddings; a stored row of another width is damage, not a vector.
@@ -140,6 +145,9 @@ class TextEmbeddingCache:
         missing = list(dict.fromkeys(t for t in texts if t not in self._memory))
         self._load_from_disk(missing)
         missing = [t for t in missing if t not in self._memory]
+        if len(missing) > 1:
+            sizes = self._lengths(missing) if self._lengths is not None else [len(t) for t in missing]
+            missing = [t for _, t in sorted(zip(sizes, missing), key=lambda pair: pair[0])]
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
             with torch.inference_mode():
