@@ -8,7 +8,9 @@ Selection, per layout, in this order:
 3. the rest are ranked by ``rank_by`` (``clis``, else ``clis_i``), best first, and only the
    top ``top`` are kept;
 4. in each kept image, every instance scoring below ``min_instance`` is dropped from the
-   annotations, as in the paper; an image left with no instance is dropped.
+   annotations, as in the paper; an image left with no instance is dropped. A record none of
+   whose instances has a score (a global-only run: ``--weight instances=0 --detector none``)
+   keeps all its objects: there is nothing per object to filter by.
 
 "Below" is strict: a score equal to a threshold passes. Every drop is recorded with its reason.
 
@@ -251,10 +253,12 @@ def select(
                 drop(record, f"not in the top {config.top}", rank=rank + 1)
                 continue
             instances = {i.get("object_id"): i for i in record.get("instances") or [] if isinstance(i, dict)}
+            # Without a single instance score (global-only scoring), --min-instance has nothing to read.
+            unscored = not any(_score(i.get("score")) is not None for i in instances.values())
             kept_objects = []
             for obj in layout.objects:
                 score = _score((instances.get(obj.id) or {}).get("score"))
-                if score is not None and score >= config.min_instance:
+                if unscored or (score is not None and score >= config.min_instance):
                     kept_objects.append(obj)
                 else:
                     selection.dropped_instances.append(

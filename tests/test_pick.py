@@ -78,6 +78,17 @@ def test_selection_top2_drops_weak_instances_and_ranks_by_clis_i():
     assert len(select(no_l, LAYOUTS, PickConfig()).kept) == 1
 
 
+def test_global_only_records_keep_every_object_and_rank_by_clis():
+    # What `--weight instances=0 --detector none` writes: instances with null scores.
+    records = [rec("tea", "tea/0.png", 40.0, [("cup-1", None), ("table-1", None)]),
+               rec("tea", "tea/1.png", 55.0, [("cup-1", None), ("table-1", None)]),
+               rec("pets", "pets/0.png", 50.0, [("cat-1", 10.0), ("dog-1", None)])]  # one score: filtered as usual
+    selection = select(records, LAYOUTS, PickConfig(top=1, min_instance=60))
+    assert [(k.image, [o.id for o in k.objects]) for k in selection.kept] == [("tea/1.png", ["cup-1", "table-1"])]
+    assert [(d["image"], d["reason"]) for d in selection.dropped_images] == [
+        ("tea/0.png", "not in the top 1"), ("pets/0.png", "no instance at or above --min-instance")]
+
+
 def test_bad_settings_are_input_errors():
     with pytest.raises(InputError, match="--top"):
         PickConfig(top=0)

@@ -157,8 +157,6 @@ class ImageScorer:
         self.autocast_dtype = autocast_dtype_of(autocast_dtype)
         # No instance term and no detector: crops and phrases would be encoded for nothing.
         self.global_only = self.config.weights.instances == 0 and detector is None
-        self._device = torch.device(getattr(encoder, "device", "cpu"))  # test doubles have none
-        self._pin = self._device.type == "cuda" and torch.cuda.is_available()
         self._overlap: Optional[ThreadPoolExecutor] = None  # set while score_candidates runs
         if text_cache is None:
             fingerprint = getattr(encoder.loaded, "fingerprint", {}) or {"spec": encoder.loaded.spec}
@@ -173,6 +171,15 @@ class ImageScorer:
             width = getattr(encoder, "embed_dim", None)
             self.text_cache.dim = width if isinstance(width, int) else None
         self.logit_scale = self.config.grounding_logit_scale or encoder.logit_scale
+
+    @property
+    def _device(self) -> torch.device:
+        # Read each time: a metric's .to("cuda") moves the encoder after this scorer was built.
+        return torch.device(getattr(self.encoder, "device", "cpu"))  # test doubles have none
+
+    @property
+    def _pin(self) -> bool:
+        return self._device.type == "cuda" and torch.cuda.is_available()
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
