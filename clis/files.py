@@ -9,11 +9,42 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` when the block ends without an exception: written to
+    a temporary file beside ``path``, flushed to disk, then ``os.replace``d, piece by piece, so a
+    file of a million lines is never held in memory. On an exception ``path`` is left as it was.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+        >>> with atomic_writer(path) as handle:
+        ...     _ = handle.write(b"1\\n"), handle.write(b"2\\n")
+        >>> path.read_bytes(), [f.name for f in path.parent.iterdir()]
+        (b'1\\n2\\n', ['a.jsonl'])
+    """
+    path = Path(path)
+    # Beside the target (os.replace cannot cross file systems), unique per writer; mode 0o666
+    # less the umask, as open() gives, where tempfile.mkstemp would make it private (0o600).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk, then ``os.replace``.
+    """Write ``text`` through :func:`atomic_writer`, in UTF-8 with the text's own line ends.
 
     A reader, or a run ended by SIGKILL, OOM or power loss, never sees half a file.
 
@@ -23,22 +54,9 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         >>> p.read_text(), [f.name for f in p.parent.iterdir()]
         ('[]', ['a.json'])
     """
-    path = Path(path)
-    # Beside the target (os.replace cannot cross file systems), unique per writer; mode 0o666
-    # less the umask, as open() gives, where tempfile.mkstemp would make it private (0o600).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:  # the text's own line ends
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_writer(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return Path(path)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -20,14 +20,18 @@ manifest beside it, so an interrupted run loses nothing and ``resume=True`` cont
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
 import math
 import os
 import platform
+import secrets
 import time
 import tomllib
+from array import array
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -35,11 +39,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import clis
 from clis import jsonio
+from clis.engines.config import EngineConfig
 from clis.errors import InputError, ModelUnavailableError, unavailable_with_remedy
-from clis.files import SeenCandidates, write_text_atomic
+from clis.files import SeenCandidates, atomic_writer, write_text_atomic
 from clis.image_score.config import JUDGE_TERMS, ImageScoreConfig, unread_weights
 from clis.image_score.detection import Detector
-from clis.image_score.engine import Candidate, ImageScorer, error_record, image_reference
+from clis.image_score.engine import Candidate, ImageScorer, autocast_dtype_of, error_record, image_reference
 from clis.image_score.functional import weighted_mean
 from clis.image_score.images import DEFAULT_MAX_PIXELS, ImageInput, one_line
 from clis.image_score.text_cache import TextEmbeddingCache, model_key
@@ -62,7 +67,8 @@ RECORD_START = b'{"layout_id": '
 # Settings that decide how a run goes, not what it computes, so a resumed run may change them:
 # max_pixels only decides which images become error records, and those are retried anyway.
 # layout_scores only says where CLIS-L comes from: its manifest is compared under "models".
-RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache", "layout_scores")
+# engine only says where the model work runs (--engine ray writes the same records).
+RUN_ONLY_SETTINGS = ("device", "batch_size", "num_workers", "max_pixels", "embedding_cache", "layout_scores", "engine")
 # The same within the judge's settings (its models are compared by fingerprint under "models").
 JUDGE_RUN_ONLY = ("concurrency", "retries", "timeout", "cache", "vlm", "vlm_model", "rater", "rater_model")
 # Settings naming models: a resumed run compares the models' fingerprints under "models" instead,
@@ -74,6 +80,16 @@ GENERATION_MANIFEST = "manifest.json"
 GENERATION_FORMAT = "clis-candidates/1"
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+DTYPES = ("float16", "bfloat16", "float32")
+
+# Layouts whose CLIS-L is computed together, just ahead of their candidates' images. Within a
+# chunk the LLM statements of all its layouts are batched (a layout has tens of them, so 256
+# layouts fill the LLM's batches many times over); across chunks only the chunk's results are
+# held (about 56-258 KiB per layout), not the whole run's, and the first records are written
+# after one chunk instead of after every layout of the run.
+LAYOUT_CHUNK = 256
+# Score fields whose values a run keeps (8 bytes per candidate each) for its summary.
+SUMMARY_FIELDS = ("clis", "clis_i", "clis_l", "global")
 
 
 class CombineWeights(BaseModel):
@@ -125,13 +141,28 @@ class ScoreConfig(ImageScoreConfig):
     device: str = "cpu"
     dtype: Optional[str] = None
     batch_size: int = Field(32, ge=1)
-    num_workers: int = Field(2, ge=0)
+    # Decoding and cropping run in these loader threads; with fewer than the cores a GPU waits
+    # on the CPU side. Capped: beyond 8, threads contend for the GIL more than they decode.
+    num_workers: int = Field(default_factory=lambda: min(8, usable_cores()), ge=0)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     embedding_cache: Optional[str] = None  # SQLite file for text embeddings shared across runs
     layout_scores: Optional[str] = None  # `clis score-layouts` output to take CLIS-L from, not computed
     layout_score: bool = True
     layout: dict[str, Any] = Field(default_factory=dict)
     combine: CombineWeights = Field(default_factory=CombineWeights)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: Optional[str]) -> Optional[str]:
+        from clis.errors import ModelSpecError
+        from clis.models.loaders import torch_dtype
+
+        try:
+            torch_dtype(value)  # the names load_model reads, "bf16" and "fp16" too
+        except ModelSpecError:
+            raise ValueError(f"{value!r} is not a dtype; use {', '.join(DTYPES)}") from None
+        return value
 
     @field_validator("device")
     @classmethod
@@ -194,6 +225,14 @@ class ScoreConfig(ImageScoreConfig):
             where = ".".join(str(p) for p in first["loc"]) or "(top level)"
             more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
             raise InputError(f"{source}: {where}: {first['msg']}{more}") from None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or ``taskset`` sets it),
+    not every core of the machine that ``os.cpu_count`` reports."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _non_finite(value: Any, where: str = "", seen: Optional[set[int]] = None) -> Optional[tuple[str, Any]]:
@@ -279,7 +318,13 @@ def _as_record(raw: bytes) -> dict:
 
 
 def read_scores(path: str | Path) -> list[dict]:
-    """The records of an existing scores.jsonl, for ``--resume``.
+    """The records of an existing scores.jsonl, for ``--resume`` (:func:`iter_scores`, as a list)."""
+    return [record for _, record in iter_scores(path)]
+
+
+def iter_scores(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(byte offset of its line, record)`` for each record of an existing scores.jsonl, read
+    one line at a time, so ``--resume`` can keep a record's place in the file instead of the record.
 
     A last line without its newline is what an interruption leaves mid-write: it is not a
     record, and its candidate is scored again (the caller has checked the run's manifest
@@ -288,11 +333,12 @@ def read_scores(path: str | Path) -> list[dict]:
     file), stop with an InputError naming the line, because resuming rewrites the file and
     would destroy whatever that line holds.
     """
-    records: list[dict] = []
     hint = "--resume will not rewrite the file (pass --overwrite to replace it, or use another --out)"
     seen = SeenCandidates(path, f"as when two runs write one file; {hint}")
+    offset = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            at, offset = offset, offset + len(raw)
             if not raw.endswith(b"\n"):
                 # What an interruption cuts short is the start of a record, as clis writes them;
                 # anything else (a one-line layouts file beside a copied manifest) is not ours.
@@ -306,8 +352,79 @@ def read_scores(path: str | Path) -> list[dict]:
             except ValueError as exc:
                 raise InputError(f"{path}: line {number}: {exc}, so this is not a clis score record; {hint}") from None
             seen.add(record, number)
-            records.append(record)
-    return records
+            yield at, record
+
+
+def _line(record: dict) -> bytes:
+    """A record as clis writes it: one JSON line (ASCII: json.dumps escapes the rest)."""
+    return (jsonio.dumps(record) + "\n").encode("ascii")
+
+
+@dataclasses.dataclass
+class ScoreRun:
+    """What :meth:`Scorer.score_folder` did: counts, the first error and the summary's values,
+    never the records themselves, which are in ``out``; iterating a run reads them back from
+    there, in input order (without ``out`` they had nowhere else to go and are kept).
+
+    ``values`` holds, for each of :data:`SUMMARY_FIELDS`, the non-null scores of every candidate
+    (resumed ones too) as a compact array of floats, in no particular order.
+    """
+
+    out: Optional[Path]
+    total: int
+    resumed: int = 0
+    scored: int = 0
+    failed: int = 0
+    first_error: Optional[str] = None
+    missing: list[str] = dataclasses.field(default_factory=list)
+    status: str = "running"
+    values: dict[str, array] = dataclasses.field(default_factory=lambda: {key: array("d") for key in SUMMARY_FIELDS})
+    _kept: Optional[list[Optional[dict]]] = dataclasses.field(default=None, repr=False)
+    _first_error_at: int = dataclasses.field(default=-1, repr=False)
+
+    def add(self, position: int, record: dict) -> None:
+        """Count ``record``, the candidate at ``position`` in input order."""
+        if record["error"] is None:
+            self.scored += 1
+        else:
+            self.failed += 1
+            if self._first_error_at < 0 or position < self._first_error_at:
+                self.first_error, self._first_error_at = record["error"], position
+        for key, values in self.values.items():
+            if record.get(key) is not None:
+                values.append(record[key])
+        if self._kept is not None:
+            self._kept[position] = record
+
+    def records(self) -> Iterator[dict]:
+        """The run's records in input order, one at a time (read from ``out``)."""
+        if self._kept is not None:
+            yield from (record for record in self._kept if record is not None)
+            return
+        if self.out is None:
+            return
+        if _is_parquet(self.out) and self.status == "complete":
+            from clis.scoretable import iter_parquet_records
+
+            yield from iter_parquet_records(self.out)
+            return
+        with open(journal_path(self.out), "rb") as handle:
+            for raw in handle:
+                if raw.strip():
+                    yield jsonio.loads(raw)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.records()
+
+
+def _is_parquet(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".parquet"
+
+
+def journal_path(out: str | Path) -> Path:
+    """The JSONL file a run appends to: ``out`` itself, or for a Parquet ``out`` the
+    resumable ``<out>.partial.jsonl`` beside it, turned into the Parquet file at the end."""
+    return Path(f"{out}.partial.jsonl") if _is_parquet(out) else Path(out)
 
 
 def resume_signature(manifest: dict) -> dict:
@@ -499,8 +616,42 @@ def _with_invalid(
     return merged, rejected, file_index
 
 
-def _write_lines_atomic(path: Path, records: Iterable[dict]) -> None:
-    write_text_atomic(path, "".join(jsonio.dumps(record) + "\n" for record in records))
+def check_ray_installed() -> None:
+    """InputError (one line) when ``--engine ray`` is asked for and Ray is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise InputError(RAY_MISSING)
+
+
+RAY_MISSING = "--engine ray needs Ray, which is not installed here: pip install 'clis[ray]'"
+
+
+def _parquet_to_journal(parquet: Path, journal: Path) -> None:
+    """The records of a finished Parquet run as the JSONL journal a resumed run continues."""
+    from clis.scoretable import iter_parquet_records
+
+    with atomic_writer(journal) as handle:
+        for record in iter_parquet_records(parquet):
+            handle.write(_line(record))
+
+
+def _journal_to_parquet(journal: Path, parquet: Path) -> None:
+    """A finished run's journal, copied record by record into ``parquet`` (replaced whole); the
+    caller removes the journal once the manifest says the run is complete."""
+    from clis.scoretable import ParquetRecordWriter
+
+    tmp = parquet.with_name(f".{os.getpid()}-{secrets.token_hex(4)}.{parquet.name}")  # still a .parquet name
+    try:
+        with ParquetRecordWriter(tmp) as writer, open(journal, "rb") as lines:
+            for raw in lines:
+                if raw.strip():
+                    writer.write(jsonio.loads(raw))
+        os.replace(tmp, parquet)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _count(n: int, noun: str) -> str:
@@ -527,37 +678,63 @@ class Scorer:
         base = config.model_dump(by_alias=True, exclude_unset=True) if config is not None else {}
         self.config = ScoreConfig.checked(_deep_merge(base, overrides)) if overrides or config is None else config
         cfg = self.config
-        check_device(cfg.device)
+        # Under Ray the actors run the models on cfg.device; the driver's copies only give the
+        # fingerprints and the tokenizer checks, so they stay on the CPU of a head node that may
+        # have no GPU.
+        on_driver_only = cfg.engine.name == "ray"
+        if not on_driver_only:
+            check_device(cfg.device)
         self.detector: Optional[Detector] = None
         self.encoder = None
         self.text_cache: Optional[TextEmbeddingCache] = None
+        if cfg.engine.name == "ray":
+            check_ray_installed()
+            from clis.engines.stages import worker_device
+
+            # The actors' device is checked now (a GPU device needs GPUs per worker), not once
+            # --out has been rewritten and the run has started.
+            worker_device(cfg.engine, str(cfg.device))
+        # With the clip judge, --dtype is the autocast dtype of the forwards, and the weights stay
+        # float32 (half-precision weights would also round every LayerNorm and softmax); a VLM
+        # judge's dtype is its weights' dtype.
+        weights_dtype = None if cfg.judge.name == "clip" else cfg.dtype
         if cfg.judge.name == "clip":
             from clis.models.clip import ClipEncoder
 
             clip = _load_or_explain(
                 cfg.image_model, "clip", cfg, "CLIP weights",
                 f"pass --image-model PATH with a local CLIP folder or checkpoint, or run `clis models fetch "
-                f"{cfg.image_model}` on a connected machine",
+                f"{cfg.image_model}` on a connected machine", dtype=weights_dtype, cpu=on_driver_only,
             )
             self.encoder = ClipEncoder(clip)
         if cfg.detector_enabled:
             detector = _load_or_explain(
                 cfg.detector, "detector", cfg, "detector weights",
-                f"pass --detector PATH, --detector none, or run `clis models fetch {cfg.detector}`",
+                f"pass --detector PATH, --detector none, or run `clis models fetch {cfg.detector}`", dtype=weights_dtype,
+                cpu=on_driver_only,
             )
             self.detector = Detector(detector, cfg.detection)
         if self.encoder is not None:
+            fingerprint = clip.fingerprint or {"spec": clip.spec}
+            autocast = autocast_dtype_of(cfg.dtype)
+            if autocast is not None:
+                # Vectors from half-precision forwards must not be handed to a float32 run that
+                # shares the --embedding-cache file (float32 runs keep the keys they always had).
+                fingerprint = {**fingerprint, "autocast": str(autocast)}
             self.text_cache = TextEmbeddingCache(
-                self.encoder.encode_texts, model_key(clip.fingerprint or {"spec": clip.spec}), cfg.embedding_cache
+                self.encoder.encode_texts, model_key(fingerprint), cfg.embedding_cache,
+                lengths=self.encoder.token_counts,
             )
             self.image_scorer: Any = ImageScorer(
                 self.encoder, self.detector, cfg, text_cache=self.text_cache, batch_size=cfg.batch_size,
-                num_workers=cfg.num_workers, max_pixels=cfg.max_pixels,
+                num_workers=cfg.num_workers, max_pixels=cfg.max_pixels, autocast_dtype=cfg.dtype,
             )
         else:
             from clis.image_score.judges import load_vlm_judge
 
-            self.image_scorer = load_vlm_judge(cfg, self.detector)
+            # Under Ray the driver's judge only gives fingerprints, as the CLIP copy above does.
+            self.image_scorer = load_vlm_judge(cfg.model_copy(update={"device": "cpu"}) if on_driver_only else cfg,
+                                               self.detector)
         self.layout_scorer = self._load_layout_scorer()
         self._clis_l: dict[str, Optional[float]] = {}
         self.layout_errors: dict[str, str] = {}
@@ -649,6 +826,23 @@ class Scorer:
         self._captions_cut.update(zip(captions, flags[: len(captions)]))
         self._phrases_cut.update(zip(phrases, flags[len(captions) :]))
 
+    def _truncated_texts(self) -> list[str]:
+        if self.text_cache is None:
+            return []
+        if self.config.engine.name == "ray":
+            # The actors encode the texts, so the driver's cache saw none of them: the texts the
+            # image stage encodes are worked out here instead, as ImageScorer picks them (captions;
+            # unless global-only, the phrases and the distractors too).
+            cut = {text for text, was_cut in self._captions_cut.items() if was_cut}
+            # (Nothing checked: no candidate was scored, and nothing was encoded.)
+            if not getattr(self.image_scorer, "global_only", False) and (self._captions_cut or self._phrases_cut):
+                cut.update(text for text, was_cut in self._phrases_cut.items() if was_cut)
+                distractors = [text for text in dict.fromkeys(self.config.distractors) if text.strip()]
+                if distractors:
+                    cut.update(text for text, was_cut in zip(distractors, self.encoder.truncated(distractors)) if was_cut)
+            return sorted(cut)
+        return sorted(self.text_cache.truncated)
+
     def truncation(self) -> dict:
         """Captions and object phrases of the scored layouts that were cut to the CLIP context
         (and, with a detector, the queries cut to its text limit)."""
@@ -682,6 +876,20 @@ class Scorer:
         """One scores.jsonl record for ``image`` (a path or PIL image) against ``layout``."""
         return next(self.score_pairs([(image, layout)]))
 
+    def _image_records(self, candidates: Iterable[Candidate]) -> Iterator[dict]:
+        """CLIS-I records of ``candidates``, in input order, not yet combined with CLIS-L: the one
+        place where the configured engine runs the image models."""
+        if self.config.engine.name == "ray":
+            try:
+                from clis.engines.ray_engine import RayEngine
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and exc.name.split(".")[0] == "ray":
+                    raise InputError(RAY_MISSING) from None
+                raise
+            yield from RayEngine(self.config.engine).image_records(self, candidates)
+        else:
+            yield from self.image_scorer.score_candidates(candidates)
+
     def score_pairs(self, pairs: Iterable[tuple[ImageInput, Layout]]) -> Iterator[dict]:
         """Records for ``(image, layout)`` pairs, in order, batched across pairs."""
 
@@ -694,8 +902,74 @@ class Scorer:
                 self._check_truncation([layout])
                 yield Candidate(image, layout)
 
-        for record in self.image_scorer.score_candidates(candidates()):
+        for record in self._image_records(candidates()):
             yield self._combine(record, self._clis_l[record["layout_id"]])
+
+    def _folder_records(self, todo: Sequence[tuple[int, str, Layout]],
+                        on_layout_progress: Optional[Callable[[str, int, int], None]]) -> Iterator[tuple[int, dict]]:
+        """``(position, combined record)`` for ``todo`` (position in the run, image, layout), in order.
+
+        CLIS-L is computed for :data:`LAYOUT_CHUNK` layouts at a time as the image stage reaches
+        them, and a layout's CLIS-L and hash are dropped once its last record is out: ``todo``
+        holds each layout's candidates together (the run's order is the layouts file's), so
+        the Scorer holds a chunk or two of layouts, however long the run. ``on_layout_progress``
+        sees the chunks as one run: layouts out of all of them, and the LLM statements so far.
+        """
+        layouts = list({layout.id: layout for _, _, layout in todo}.values())
+        live: set[str] = set()  # this run's layouts whose CLIS-L and hash the Scorer holds
+        before = {"layouts": 0, "done": 0, "total": 0}  # progress of the chunks already scored
+        statements = [0, 0]  # the current chunk's (done, total) LLM statements
+
+        def chunk_progress(stage: str, done: int, total: int) -> None:
+            if on_layout_progress is None:
+                return
+            if stage == "layouts":
+                on_layout_progress(stage, before["layouts"] + done, len(layouts))
+            elif stage == "statements":
+                statements[:] = [done, total]
+                on_layout_progress(stage, before["done"] + done, before["total"] + total)
+            else:
+                on_layout_progress(stage, done, total)
+
+        position_of = {layout.id: index for index, layout in enumerate(layouts)}
+        scored_upto = 0
+
+        def score_chunk_from(index: int) -> None:
+            # On the record side, not the candidate side: an engine may read every candidate
+            # before the first record comes back (Ray builds its dataset first), and CLIS-L
+            # must still be held for a chunk or two of layouts only.
+            nonlocal scored_upto
+            chunk = layouts[index : index + LAYOUT_CHUNK]
+            statements[:] = [0, 0]
+            self.layout_scores(chunk, progress=chunk_progress)
+            before["layouts"] += len(chunk)
+            before["done"] += statements[0]
+            before["total"] += statements[1]
+            for lay in chunk:
+                self._layout_hashes[lay.id] = layout_sha256(lay)
+                live.add(lay.id)
+            scored_upto = index + len(chunk)
+
+        def forget(layout_id: str) -> None:
+            live.discard(layout_id)
+            self._clis_l.pop(layout_id, None)
+            self._layout_hashes.pop(layout_id, None)
+
+        keys = iter(todo)
+        current = None
+        try:
+            for record in self._image_records(Candidate(image, layout) for _, image, layout in todo):
+                position, _, layout = next(keys)
+                if layout.id != current:
+                    if current is not None:
+                        forget(current)  # its last candidate is out: the image stage is past it
+                    current = layout.id
+                    if position_of[layout.id] >= scored_upto:
+                        score_chunk_from(position_of[layout.id])
+                yield position, self._combine(record, self._clis_l[layout.id])
+        finally:
+            for layout_id in list(live):
+                forget(layout_id)
 
     def score_folder(
         self,
@@ -708,7 +982,7 @@ class Scorer:
         layouts_source: Optional[str] = None,
         on_layout_progress: Optional[Callable[[str, int, int], None]] = None,
         invalid: Sequence[Any] = (),
-    ) -> list[dict]:
+    ) -> ScoreRun:
         """Score every candidate image of ``layouts`` found in ``images_dir`` (see clis.discovery).
 
         With ``out`` set, records are appended to it one flushed line at a time, and a manifest is
@@ -716,14 +990,22 @@ class Scorer:
         successful records already in ``out``, drops failed ones and a line cut short by an
         interruption, scores the rest, and finally rewrites the file in input order; it refuses
         (InputError) when ``out`` holds lines that are not score records or was made with other
-        models or settings. ``on_start(total, already_done)`` and ``on_record(record)`` let a
-        caller show progress; ``on_layout_progress`` is passed to CLIS-L scoring, which runs
-        first, once per layout; ``layouts_source`` names the layouts file in messages and the
+        models or settings. An ``out`` ending in ``.parquet`` is written at the end from the
+        journal ``<out>.partial.jsonl`` (:func:`journal_path`), which is what an interrupted run
+        leaves and a resumed one continues. ``on_start(total, already_done)`` and
+        ``on_record(record)`` let a caller show progress; ``on_layout_progress`` is passed to
+        CLIS-L scoring, which runs once per layout, :data:`LAYOUT_CHUNK` layouts at a time, just
+        ahead of their images; ``layouts_source`` names the layouts file in messages and the
         manifest. Warnings for the user (truncated texts, demo-only candidates) are in
         :meth:`warnings`. ``invalid`` takes the layout records of the file that failed validation
         (:class:`clis.formats.InvalidLayout`, as ``read_layouts`` gives them): each of their
         candidates gets an error record naming the problem, in file order, and is never scored.
-        Returns every record, in input order.
+
+        Memory stays that of a batch of records however many candidates there are: records go
+        to ``out`` as they come, and resuming and reordering copy lines by their place in the file.
+        Returns a :class:`ScoreRun` (counts, the first error, the summary's values); iterating it
+        reads the records back from ``out``, in input order. Without ``out`` the records have
+        nowhere else to go, and the run keeps them.
         """
         from clis.discovery import discover_candidates
 
@@ -748,85 +1030,134 @@ class Scorer:
         self.generation, self._generation_warnings = read_generation(images_dir, layouts)
         self._check_truncation([by_id[layout_id] for layout_id in dict.fromkeys(lid for lid, _ in order) if layout_id in by_id])
 
-        out_path = Path(out) if out is not None else None
-        if out_path is None:
-            return self._score_into(None, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
-                                    on_start, on_layout_progress)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        run = ScoreRun(out=Path(out) if out is not None else None, total=len(order), missing=list(discovery.missing))
+        if run.out is None:
+            run._kept = [None] * len(order)
+            self._score_into(run, None, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
+                             on_start, on_layout_progress)
+            return run
+        run.out.parent.mkdir(parents=True, exist_ok=True)
         # Two runs appending to one file would each exit 0 with the other's lines mixed in.
-        with OutputLock(out_path):
-            return self._score_into(out_path, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
-                                    on_start, on_layout_progress)
+        with OutputLock(run.out):
+            journal = journal_path(run.out)
+            copied = journal != run.out and resume and run.out.exists() and not journal.exists()
+            if copied:
+                # A finished Parquet run: its records are the done ones. Its settings are checked
+                # first, so a refused resume leaves no journal behind.
+                earlier_run = check_resumable(manifest_path(run.out), self.manifest()).get("run")
+                status = earlier_run.get("status") if isinstance(earlier_run, dict) else None
+                if status != "complete":
+                    # The manifest is of a run that never wrote this Parquet file (an --overwrite
+                    # cut short, whose journal is gone): the file's records may be of other settings.
+                    raise InputError(
+                        f"{manifest_path(run.out)}: its run did not finish (status {status!r}) and its journal "
+                        f"{journal.name} is gone, so the records in {run.out} may be of another run; pass "
+                        "--overwrite or use another --out"
+                    )
+                _parquet_to_journal(run.out, journal)
+            try:
+                self._score_into(run, journal, resume, images_dir, layouts_source, order, by_id, rejected, on_record,
+                                 on_start, on_layout_progress)
+            except InputError:
+                if copied and run.status == "running":
+                    # Refused before the run wrote its manifest: the Parquet file and its manifest
+                    # are as they were. Later, the journal holds the Parquet's records and the new ones.
+                    journal.unlink(missing_ok=True)
+                raise
+        return run
 
-    def _score_into(self, out_path: Optional[Path], resume: bool, images_dir: str | Path, layouts_source: str,
-                    order: list[tuple[str, Optional[str]]], by_id: dict[str, Layout], rejected: dict[str, str],
-                    on_record: Optional[Callable[[dict], None]], on_start: Optional[Callable[[int, int], None]],
-                    on_layout_progress: Optional[Callable[[str, int, int], None]]) -> list[dict]:
-        """The scoring loop of ``score_folder``, run while ``out_path`` (when set) is locked."""
-        done: dict[tuple[str, str], dict] = {}
+    def _score_into(self, run: ScoreRun, out_path: Optional[Path], resume: bool, images_dir: str | Path,
+                    layouts_source: str, order: list[tuple[str, Optional[str]]], by_id: dict[str, Layout],
+                    rejected: dict[str, str], on_record: Optional[Callable[[dict], None]],
+                    on_start: Optional[Callable[[int, int], None]],
+                    on_layout_progress: Optional[Callable[[str, int, int], None]]) -> None:
+        """The scoring loop of ``score_folder``, run while ``out_path`` (when set) is locked.
+
+        ``offsets[i]`` is where the record of ``order[i]`` starts in ``out_path`` (-1: none
+        yet): all the run keeps of its records, 8 bytes a candidate."""
         self._resume_warnings = []
-        self._layout_hashes.update({layout_id: layout_sha256(layout) for layout_id, layout in by_id.items()})
+        offsets = array("q", [-1]) * len(order)
+        end = 0  # bytes in out_path
         if out_path is not None:
             if resume and out_path.exists():
-                done = self._resumable_records(out_path, [key for key in order if key[0] in by_id], set(rejected))
-                # Drop failed records and a torn last line now; they are scored again below.
-                _write_lines_atomic(out_path, [done[key] for key in order if key in done])
-            elif not resume:
-                out_path.write_text("", encoding="utf-8")
+                kept = self._resumable_records(out_path, manifest_path(run.out or out_path), order, by_id,
+                                               set(rejected))
+                # Drop failed records and a torn last line now, in input order, with this run's
+                # spelling of the image paths; they are scored again below.
+                with open(out_path, "rb") as earlier, atomic_writer(out_path) as handle:
+                    for position in sorted(kept):
+                        earlier.seek(kept[position])
+                        record = {**jsonio.loads(earlier.readline()), "image": order[position][1]}
+                        line = _line(record)
+                        handle.write(line)
+                        offsets[position], end = end, end + len(line)
+                        run.add(position, record)
+                run.resumed = len(kept)
+                del kept
+            elif not resume or not out_path.exists():
+                out_path.write_bytes(b"")
         self._run_state = {
             "images": str(images_dir), "layouts": layouts_source, "cwd": os.getcwd(), "candidates": len(order),
-            "resumed": len(done), "status": "running",
+            "resumed": run.resumed, "status": "running",
         }
         if out_path is not None:
-            self.write_manifest(out_path)
-        invalid_records = {
-            (layout_id, path): {**error_record(layout_id, path, f"invalid layout: {rejected[layout_id]}"),
-                                LAYOUT_HASH_KEY: None}
-            for layout_id, path in order if layout_id in rejected
-        }
-        todo = [(path, by_id[layout_id]) for layout_id, path in order
-                if (layout_id, path) not in done and layout_id not in rejected]
-        new: dict[tuple[str, str], dict] = {}
-        handle = open(out_path, "a", encoding="utf-8") if out_path is not None else None
+            self.write_manifest(run.out or out_path)
+        n_invalid = sum(1 for layout_id, _ in order if layout_id in rejected)
+        todo = [(position, path, by_id[layout_id]) for position, (layout_id, path) in enumerate(order)
+                if offsets[position] < 0 and layout_id not in rejected]
+        handle = open(out_path, "ab") if out_path is not None else None
+
+        def keep(position: int, record: dict) -> None:
+            nonlocal end
+            if handle is not None:
+                line = _line(record)
+                handle.write(line)
+                offsets[position], end = end, end + len(line)
+            run.add(position, record)
+
         try:
-            # CLIS-L first, once per layout, all LLM queries batched together.
-            self.layout_scores([layout for _, layout in todo], progress=on_layout_progress)
             if on_start is not None:
-                on_start(len(order), len(done) + len(invalid_records))
-            for record in invalid_records.values():
-                new[(record["layout_id"], record["image"])] = record
+                on_start(len(order), run.resumed + n_invalid)
+            for position, (layout_id, path) in enumerate(order):
+                if layout_id in rejected:
+                    keep(position, {**error_record(layout_id, path, f"invalid layout: {rejected[layout_id]}"),
+                                    LAYOUT_HASH_KEY: None})
+            for position, record in self._folder_records(todo, on_layout_progress):
+                keep(position, record)
                 if handle is not None:
-                    handle.write(jsonio.dumps(record) + "\n")
-            for record in self.score_pairs(todo):
-                new[(record["layout_id"], record["image"])] = record
-                if handle is not None:
-                    handle.write(jsonio.dumps(record) + "\n")
                     handle.flush()
                 if on_record is not None:
                     on_record(record)
         except BaseException:
-            self._run_state["status"] = "interrupted"
+            self._run_state["status"] = run.status = "interrupted"
             raise
         else:
-            self._run_state["status"] = "complete"
+            self._run_state["status"] = run.status = "complete"
         finally:
             if handle is not None:
                 handle.close()
-            records = [new.get(key) or done.get(key) for key in order]
-            records = [r for r in records if r is not None]
-            self._run_state.update(
-                scored=sum(r["error"] is None for r in records), failed=sum(r["error"] is not None for r in records),
-            )
+            self._run_state.update(scored=run.scored, failed=run.failed)
             if out_path is not None:
-                if (done or invalid_records) and self._run_state["status"] == "complete":
+                if (run.resumed or n_invalid) and run.status == "complete":
                     # back to input order after a resume, or with invalid layouts' records written first
-                    _write_lines_atomic(out_path, records)
-                self.write_manifest(out_path)
-        return records
+                    with open(out_path, "rb") as written, atomic_writer(out_path) as ordered:
+                        for offset in offsets:
+                            if offset >= 0:
+                                written.seek(offset)
+                                ordered.write(written.readline())
+                finished = run.out is not None and out_path != run.out and run.status == "complete"
+                if finished:
+                    # Parquet first, then the manifest that calls it complete, then the journal goes:
+                    # cut short anywhere, the journal still holds every record and --resume continues it.
+                    _journal_to_parquet(out_path, run.out)
+                self.write_manifest(run.out or out_path)
+                if finished:
+                    out_path.unlink()
 
-    def _resumable_records(self, out_path: Path, order: list[tuple[str, str]],
-                           invalid: set[str]) -> dict[tuple[str, str], dict]:
-        """Successful records of an earlier run in ``out_path`` that are still candidates, by candidate.
+    def _resumable_records(self, out_path: Path, manifest_file: Path, order: list[tuple[str, Optional[str]]],
+                           by_id: dict[str, Layout], invalid: set[str]) -> dict[int, int]:
+        """Successful records of an earlier run in ``out_path`` that are still candidates: the
+        candidate's position in ``order`` -> the byte offset of its record in ``out_path``.
 
         Images are matched by their resolved path, so resuming with the folder spelled another
         way (absolute instead of relative) finds them; kept records take this run's spelling.
@@ -840,37 +1171,44 @@ class Scorer:
             return {}
         # The manifest first: without it, a one-line file without a newline would be taken
         # for a cut-off record and replaced.
-        earlier_run = check_resumable(manifest_path(out_path), self.manifest()).get("run")
-        previous = read_scores(out_path)
-        if not previous:
-            return {}
-        known = {layout_id for layout_id, _ in order} | invalid | set(self._layout_hashes)
-        strangers = list(dict.fromkeys(r["layout_id"] for r in previous if r["layout_id"] not in known))
-        if strangers:
-            raise InputError(
-                f"{out_path}: holds records of {_count(len(strangers), 'layout')} that {self.layouts_source} does not "
-                f"have (first: {strangers[0]!r}), which --resume would drop; resume with the layouts file of the "
-                "earlier run, or pass --overwrite or another --out"
-            )
+        earlier_run = check_resumable(manifest_file, self.manifest()).get("run")
+        known = set(by_id) | invalid | set(self._layout_hashes)
         here = os.getcwd()
         # Relative paths of the earlier run are relative to its working directory; manifests from
         # before "cwd" was recorded are taken to share this one.
         earlier_cwd = earlier_run.get("cwd") if isinstance(earlier_run, dict) else None
         earlier_cwd = earlier_cwd if isinstance(earlier_cwd, str) else here
-        current = {(layout_id, _resolved(path, here)): (layout_id, path) for layout_id, path in order}
-        done: dict[tuple[str, str], dict] = {}
+        current = {(layout_id, _resolved(path, here)): position for position, (layout_id, path) in enumerate(order)
+                   if layout_id in by_id and path is not None}
+        hashes: dict[str, str] = {}  # this run's layout_sha256, of the layouts the file has records of
+        done: dict[int, int] = {}
+        strangers: dict[str, None] = {}
         changed: set[str] = set()
         gone = 0
-        for record in previous:
-            if record["error"] is not None or record["image"] is None:
+        for offset, record in iter_scores(out_path):
+            layout_id = record["layout_id"]
+            if layout_id not in known:
+                strangers[layout_id] = None
                 continue
-            key = current.get((record["layout_id"], _resolved(record["image"], earlier_cwd)))
-            if key is None:
+            if strangers or record["error"] is not None or record["image"] is None:
+                continue  # once a stranger is found, the rest is only read for its other strangers and bad lines
+            position = current.get((layout_id, _resolved(record["image"], earlier_cwd)))
+            if position is None:
                 gone += 1
-            elif record.get(LAYOUT_HASH_KEY) != self._layout_hashes.get(record["layout_id"]):
-                changed.add(record["layout_id"])
+                continue
+            if layout_id not in hashes:
+                hashes[layout_id] = layout_sha256(by_id[layout_id])
+            if record.get(LAYOUT_HASH_KEY) != hashes[layout_id]:
+                changed.add(layout_id)
             else:
-                done[key] = {**record, "image": key[1]}
+                done[position] = offset
+        if strangers:
+            first = next(iter(strangers))
+            raise InputError(
+                f"{out_path}: holds records of {_count(len(strangers), 'layout')} that {self.layouts_source} does not "
+                f"have (first: {first!r}), which --resume would drop; resume with the layouts file of the "
+                "earlier run, or pass --overwrite or another --out"
+            )
         if changed:
             shown = ", ".join(repr(x) for x in sorted(changed)[:3]) + (", ..." if len(changed) > 3 else "")
             self._resume_warnings.append(
@@ -883,6 +1221,7 @@ class Scorer:
                 "were dropped"
             )
         return done
+
 
     # -- provenance -----------------------------------------------------------------------------
 
@@ -911,7 +1250,7 @@ class Scorer:
             },
             "settings": cfg.model_dump(mode="json", by_alias=True),
             "grounding_logit_scale": self.image_scorer.logit_scale,
-            "truncated_texts": sorted(self.text_cache.truncated) if self.text_cache is not None else [],
+            "truncated_texts": self._truncated_texts(),
             "truncation": self.truncation(),
             "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": cfg.device},
         }
@@ -940,11 +1279,13 @@ class Scorer:
             self.layout_scorer.close()
 
 
-def _load_or_explain(spec: str, task: str, cfg: ScoreConfig, what: str, remedy: str) -> Any:
-    """``load_model`` whose missing-weights error names the flag that fixes it, on one line."""
+def _load_or_explain(spec: str, task: str, cfg: ScoreConfig, what: str, remedy: str,
+                     dtype: Optional[str] = None, cpu: bool = False) -> Any:
+    """``load_model`` (on cfg.device, or the CPU with ``cpu``) whose missing-weights error names
+    the flag that fixes it, on one line."""
     from clis.models import load_model
 
     try:
-        return load_model(spec, task, device=cfg.device, dtype=cfg.dtype)
+        return load_model(spec, task, device="cpu" if cpu else cfg.device, dtype=dtype)
     except ModelUnavailableError as exc:
         raise unavailable_with_remedy(exc, f"{what} for {spec} are not available", remedy) from None

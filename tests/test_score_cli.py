@@ -255,7 +255,7 @@ def test_resume_after_interruption(tiny_models, tmp_path):
     config = ScoreConfig(image_model=tiny_models["hf_clip"], detector=tiny_models["owlv2"], layout_score=False,
                          batch_size=4)
     scorer = Scorer(config)
-    reference = scorer.score_folder(images, EXAMPLES / "layouts.json")
+    reference = list(scorer.score_folder(images, EXAMPLES / "layouts.json"))
 
     out = tmp_path / "s.jsonl"
     seen: list[dict] = []
@@ -273,8 +273,8 @@ def test_resume_after_interruption(tiny_models, tmp_path):
         handle.write('{"layout_id": "camera", "image": "')
 
     rescored: list[dict] = []
-    records = Scorer(config).score_folder(images, EXAMPLES / "layouts.json", out=out, resume=True,
-                                          on_record=rescored.append)
+    records = list(Scorer(config).score_folder(images, EXAMPLES / "layouts.json", out=out, resume=True,
+                                               on_record=rescored.append))
     assert len(rescored) == 4  # only the candidates that were not finished
     assert records == reference and read_jsonl(out) == reference
     run = json.loads(Path(f"{out}.manifest.json").read_text())["run"]
@@ -296,7 +296,7 @@ def test_resume_retries_failed_candidates(tiny_models, tmp_path):
 
 
 def test_python_api_pairs_and_metric_class(tiny_models):
-    from clis.image_score import CLISImageScore
+    from clis.metrics import CLISScore
     from clis.scorer import ScoreConfig, Scorer
 
     layouts = load_layouts(EXAMPLES / "layouts.json")[:3]
@@ -305,10 +305,10 @@ def test_python_api_pairs_and_metric_class(tiny_models):
     batched = list(scorer.score_pairs(pairs))
     single = [scorer.score(image, lay) for image, lay in pairs]
     assert [r["clis"] for r in batched] == pytest.approx([r["clis"] for r in single], abs=1e-3)
-    metric = CLISImageScore(scorer.encoder)
+    metric = CLISScore(image_model=scorer.encoder, detector="none")
     metric.update([p for p, _ in pairs], [lay for _, lay in pairs])
     summary = metric.compute()
-    assert summary["n"] == 3 and summary["failed"] == 0
+    assert int(summary["n"]) == 3 and int(summary["failed"]) == 0
     assert summary["clis_i"] == pytest.approx(sum(r["clis_i"] for r in batched) / 3, abs=1e-3)
     assert not math.isnan(summary["global"])
 
@@ -462,11 +462,12 @@ def test_resume_matches_images_however_the_folder_is_spelled(tiny_models, tmp_pa
     config = ScoreConfig(image_model=tiny_models["hf_clip"], detector="none", layout_score=False)
     out = tmp_path / "s.jsonl"
     monkeypatch.chdir(tmp_path)
-    first = Scorer(config).score_folder(Path("images"), layouts, out=out)
+    first = list(Scorer(config).score_folder(Path("images"), layouts, out=out))
     assert [r["image"] for r in first] == [str(Path("images") / f"{i}.png") for i in ("red", "blue", "green")]
     monkeypatch.chdir(tmp_path.parent)  # another working directory, and an absolute folder
     rescored: list[dict] = []
-    records = Scorer(config).score_folder(images.resolve(), layouts, out=out, resume=True, on_record=rescored.append)
+    records = list(Scorer(config).score_folder(images.resolve(), layouts, out=out, resume=True,
+                                               on_record=rescored.append))
     assert rescored == []  # every candidate was found in the earlier output
     spelled_now = [str(images.resolve() / f"{i}.png") for i in ("red", "blue", "green")]
     assert [r["image"] for r in read_jsonl(out)] == spelled_now

@@ -93,11 +93,12 @@ def _score_candidates(candidates: Path, layouts, out: Path, score_config, image_
     try:
         with _progress() as progress:
             task = progress.add_task("score", total=None)
-            records = scorer.score_folder(
+            # pick ranks every layout's candidates, so it reads the records back once, whole.
+            records = list(scorer.score_folder(
                 candidates, layouts, out=scores_path, invalid=invalid,
                 on_start=lambda total, done: progress.update(task, total=total, completed=done),
                 on_record=lambda record: progress.advance(task),
-            )  # fmt: skip
+            ))  # fmt: skip
     finally:
         scorer.close()
     return records, scores_path, scorer.generation, scorer.warnings(), scorer.discovery

@@ -12,7 +12,7 @@ import io
 import math
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +35,8 @@ CSV_COLUMNS = (
     "layout_id", "image", "clis", "clis_i", "clis_l", "global",
     "mean_instance", "min_instance", "n_instances", "n_found", "error",
 )
-SUMMARY_FIELDS = ("clis", "clis_i", "clis_l", "global")
+SUMMARY_FIELDS = ("clis", "clis_i", "clis_l", "global")  # as clis.scorer.SUMMARY_FIELDS, which ScoreRun keeps
+DTYPE_NAMES = ("float16", "bfloat16", "float32")  # as clis.scorer.DTYPES, without importing torch for --help
 
 
 def parse_weights(items: list[str]) -> dict[str, dict[str, float]]:
@@ -71,40 +72,47 @@ def csv_row(record: dict) -> dict[str, Any]:
     return row
 
 
-def write_csv(records: list[dict], path: Path) -> None:
+def write_csv(records: Iterable[dict], path: Path) -> None:
     """One row per candidate, written atomically, with ids, paths and errors safe to open in a
-    spreadsheet (``clis.outputs.csv_safe``); per-object detail stays in the JSONL."""
-    from clis.files import write_text_atomic
+    spreadsheet (``clis.outputs.csv_safe``); per-object detail stays in the JSONL. Rows are
+    written as ``records`` come (a run's records are read back from its file), never all held."""
     from clis.outputs import csv_safe
+    from clis.files import atomic_writer
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: ("" if v is None else csv_safe(v)) for k, v in csv_row(record).items()})
-    write_text_atomic(path, buffer.getvalue())
+    with atomic_writer(path) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: ("" if v is None else csv_safe(v)) for k, v in csv_row(record).items()})
+        text.flush()
+        text.detach()  # atomic_writer syncs and closes the file itself
 
 
-def summary_table(records: list[dict], resumed: int, missing: list[str], out: Path) -> Table:
+def summary_table(run: Any, out: Path) -> Table:
+    """Mean, median, min and max of each score over a :class:`clis.scorer.ScoreRun`'s candidates."""
+    import numpy as np
+
     from clis.cli import plain
 
-    failed = sum(r["error"] is not None for r in records)
     table = Table(title=plain(f"clis score -> {out}"))
     table.add_column("", style="bold")
     for column in ("mean", "median", "min", "max", "n"):
         table.add_column(column, justify="right")
     for key in SUMMARY_FIELDS:
-        values = [r[key] for r in records if r.get(key) is not None]
+        values = run.values[key]
         if values:
-            table.add_row(key, *(f"{v:.2f}" for v in (statistics.fmean(values), statistics.median(values),
-                                                    min(values), max(values))), str(len(values)))
+            array = np.frombuffer(values, dtype=np.float64)  # the run's own buffer, not a copy
+            table.add_row(key, *(f"{v:.2f}" for v in (statistics.fmean(values), float(np.median(array)),
+                                                    float(array.min()), float(array.max()))), str(len(values)))
         else:
             table.add_row(key, "-", "-", "-", "-", "0")
+    total = run.scored + run.failed
     table.caption = (
-        f"{len(records)} candidates: {len(records) - failed} scored, {failed} failed"
-        + (f", {resumed} kept from the previous run" if resumed else "")
-        + (f"; {len(missing)} layouts have no images" if missing else "")
+        f"{total} candidates: {run.scored} scored, {run.failed} failed"
+        + (f", {run.resumed} kept from the previous run" if run.resumed else "")
+        + (f"; {len(run.missing)} layouts have no images" if run.missing else "")
     )
     return table
 
@@ -149,7 +157,21 @@ def score(
     crop_margin: Optional[float] = typer.Option(None, "--crop-margin", help="Context around boxes (fraction)."),
     distractor: list[str] = typer.Option([], "--distractor", help="Grounding distractor phrase (repeatable; replaces the defaults)."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Larger images become error records."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Background image loader threads."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", min=0, show_default="the cores, at most 8",
+                                              help="Background threads that decode and crop images (0: none)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", show_default="float32, no autocast",
+                                        help="float16, bfloat16 or float32: CLIP and the detector run under autocast "
+                                        "to it (weights stay float32); a VLM judge's weights load in it."),
+    engine: Optional[str] = typer.Option(None, "--engine", show_default="local",
+                                         help="local (this process) or ray (Ray Data actors; docs/scale.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS",
+                                              help="Running Ray cluster for --engine ray (default: start one here)."),
+    workers: Optional[int] = typer.Option(None, "--workers", metavar="N", show_default="1",
+                                          help="--engine ray: actors, each loading the models once."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", metavar="G", show_default="0",
+                                                    help="--engine ray: GPUs per actor (a fraction shares one)."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", metavar="C", show_default="1",
+                                                    help="--engine ray: CPUs per actor."),
     embedding_cache: Optional[Path] = typer.Option(None, "--embedding-cache", help="SQLite text-embedding cache."),
     layout_scores: Optional[Path] = typer.Option(
         None, "--layout-scores", help="CLIS-L from this `clis score-layouts` output instead of computing it."
@@ -163,15 +185,15 @@ def score(
     from clis.cli import err_console, fail, warn
 
     try:
-        records, resumed, missing, warnings = _run(**locals())
+        run, warnings = _run(**locals())
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
-    failed = [r for r in records if r["error"] is not None]
     if not quiet:
-        Console(highlight=False, soft_wrap=True).print(summary_table(records, resumed, missing, out))
-    warn([*(f"{images}: no candidate image for layout {layout_id!r}" for layout_id in missing), *warnings])
-    if failed:
-        err_console.print(f"error: {len(failed)} of {len(records)} candidates failed; first: {failed[0]['error']}", markup=False)
+        Console(highlight=False, soft_wrap=True).print(summary_table(run, out))
+    warn([*(f"{images}: no candidate image for layout {layout_id!r}" for layout_id in run.missing), *warnings])
+    if run.failed:
+        err_console.print(f"error: {run.failed} of {run.scored + run.failed} candidates failed; first: {run.first_error}",
+                          markup=False)
         raise typer.Exit(1)
 
 
@@ -234,28 +256,43 @@ def check_resumed_judge(out: Path, judge: str) -> None:
 def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image_model, detector, batch_size,
          device, no_layout_score, resume, overwrite, config, weight, crop_margin, distractor, max_pixels,
          num_workers, embedding_cache, quiet, strict=False, layout_scores=None, judge=None, vlm=None, vlm_model=None,
-         rater=None, rater_model=None, concurrency=None, grounding=None,
-         **_: Any) -> tuple[list[dict], int, list[str], list[str]]:
+         rater=None, rater_model=None, concurrency=None, grounding=None, dtype=None, engine=None, ray_address=None,
+         workers=None, gpus_per_worker=None, cpus_per_worker=None, **_: Any) -> tuple[Any, list[str]]:
+    from clis.engines.config import EngineConfig, engine_config_from_flags
     from clis.formats import read_layouts
 
     # Everything about the input is checked before torch and any model are loaded, so a typo
     # in a path fails at once.
     if not images.is_dir():
         raise InputError(f"{images}: images folder not found (or not a directory)")
+    if dtype is not None and dtype not in DTYPE_NAMES:
+        raise InputError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPE_NAMES)}")
+    engine_config = engine_config_from_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker)
     from clis.outputs import check_paths
 
+    parquet = out.suffix.lower() == ".parquet"
+    # A Parquet --out is written at the end; until then the run appends to this JSONL journal
+    # (clis.scorer.journal_path), which --resume continues.
+    journal = Path(f"{out}.partial.jsonl") if parquet else out
+    if parquet:
+        import importlib.util
+
+        if importlib.util.find_spec("clis.scoretable") is None:
+            raise InputError(f"--out {out}: Parquet output is not part of this installation; use a .jsonl --out")
     paths = {
         "inputs": {"LAYOUTS": layouts, "--config": config, "--layout-scores": layout_scores},
         # the manifest's name is clis.scorer.manifest_path's, without importing torch for it
         "outputs": {"--out": out, "--csv": csv_path, "the manifest of --out": Path(f"{out}.manifest.json"),
-                    "--embedding-cache": embedding_cache},
+                    "--embedding-cache": embedding_cache, **({"the journal of --out": journal} if parquet else {})},
         "input_folders": {"IMAGES": images},
     }
     check_paths(**paths)
     report = read_layouts(layouts, strict=strict)
     layout_list = report.layouts
-    if out.exists() and out.stat().st_size > 0 and not (resume or overwrite):
-        raise InputError(f"{out}: already exists; pass --resume to continue it or --overwrite to replace it")
+    for existing in dict.fromkeys((out, journal)):
+        if existing.exists() and existing.stat().st_size > 0 and not (resume or overwrite):
+            what = "already exists" if existing == out else "already exists (the journal of an interrupted run)"
+            raise InputError(f"{existing}: {what}; pass --resume to continue it or --overwrite to replace it")
     if csv_path is not None and csv_path.exists() and csv_path.stat().st_size > 0 and not (resume or overwrite):
         raise InputError(f"--csv {csv_path}: already exists; pass --overwrite to replace it")
 
@@ -263,12 +300,14 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
 
     overrides = _overrides(
         image_model=image_model, detector=detector, batch_size=batch_size, device=device, crop_margin=crop_margin,
-        max_pixels=max_pixels, num_workers=num_workers,
+        max_pixels=max_pixels, num_workers=num_workers, dtype=dtype,
         embedding_cache=str(embedding_cache) if embedding_cache else None,
         layout_scores=str(layout_scores) if layout_scores else None,
         distractors=list(distractor) or None, layout_score=False if no_layout_score else None,
     )
     overrides.update(parse_weights(weight))
+    if engine_config != EngineConfig():  # the default leaves a config file's engine table as it is
+        overrides["engine"] = engine_config.model_dump()
     judge_flags = judge_overrides(judge, vlm, vlm_model, rater, rater_model, concurrency, grounding)
     if judge_flags:
         overrides["judge"] = judge_flags
@@ -281,7 +320,7 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
         if cache is not None and not (embedding_cache is not None and Path(cache) == Path(embedding_cache)):
             # Like --embedding-cache, the answer cache is written: it may not be an input or an output.
             check_paths(**{**paths, "outputs": {**paths["outputs"], "the judge answer cache": cache}})
-    if resume and out.exists() and out.stat().st_size > 0:
+    if resume and any(path.exists() and path.stat().st_size > 0 for path in (out, journal)):
         check_resumed_judge(out, settings.judge.name)
     check_layouts_in_canvas(layout_list, str(layouts))
     if settings.layout_scores:
@@ -315,7 +354,7 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
 
     try:
         with progress:
-            records = scorer.score_folder(
+            run = scorer.score_folder(
                 images, layout_list, out=out, resume=resume, layouts_source=str(layouts),
                 on_layout_progress=on_layout_progress, invalid=report.invalid,
                 on_start=on_start, on_record=lambda _record: progress.advance(task),
@@ -323,9 +362,9 @@ def _run(images: Path, layouts: Path, out: Path, csv_path: Optional[Path], image
     finally:
         scorer.close()  # also when --resume is refused: the embedding cache must be closed cleanly
     if csv_path is not None:
-        write_csv(records, csv_path)
+        write_csv(run.records(), csv_path)
     warnings = [*invalid_layouts_warning(layouts, report.invalid), *scorer.warnings()]
-    return records, scorer.manifest()["run"]["resumed"], list(scorer.discovery.missing), warnings
+    return run, warnings
 
 
 def invalid_layouts_warning(layouts: Path, invalid: list) -> list[str]:
