@@ -15,12 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from clis.engines import engine_config_from_flags
 from clis.formats import read_layouts
 from clis.outputs import OutputLock, check_paths
 
 from generators.base import MAX_PIXELS, check_canvas, check_finite
 from generators.registry import available_generators, create_generator
-from generators.runner import MANIFEST_NAME, generate_candidates, read_manifest
+from generators.runner import MANIFEST_NAME, generate_candidates, ray_generate_many, read_manifest
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -63,6 +64,11 @@ def generate(
     strict: bool = typer.Option(
         False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: generate the valid ones)."
     ),
+    engine: Optional[str] = typer.Option(None, "--engine", help="local (default) or ray: Ray Data actors (docs/scale.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (default: a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="ray: actors, each with its own generator (1)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="ray: GPUs per actor, e.g. 0.5 (0)."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="ray: CPUs per actor (1)."),
 ) -> None:
     """Generate N candidate images per layout into OUT/<layout_id>/<k>.png with a manifest."""
     options = dict(
@@ -76,6 +82,11 @@ def generate(
     check_finite("--guidance", guidance)
     check_finite("--scheduled-sampling-beta", scheduled_sampling_beta)
     check_canvas(width, height, max_pixels)
+    engine_config = engine_config_from_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker)
+    if engine_config.name == "ray":
+        from clis.engines.ray_engine import import_ray
+
+        import_ray()  # before the generator's model loads
     inputs = {"LAYOUTS": layouts, "--cutouts": cutouts, "--cutout-images": cutout_images, "--backgrounds": backgrounds}
     check_paths(inputs=inputs, folders={"--out": out})
     # Only once --out is known to be a folder, so that a file as --out is named as such.
@@ -88,7 +99,8 @@ def generate(
             if resume:
                 read_manifest(out)  # a broken manifest is refused before the model loads, not after
             adapter = create_generator(generator, **options)
-            manifest = _run(adapter, generator, report, layouts, out, n, seed, resume)
+            generate_many = ray_generate_many(engine_config, generator, options) if engine_config.name == "ray" else None
+            manifest = _run(adapter, generator, report, layouts, out, n, seed, resume, generate_many)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):
@@ -109,7 +121,8 @@ def generate(
         raise typer.Exit(1)
 
 
-def _run(adapter, generator: str, report, layouts: Path, out: Path, n: int, seed: int, resume: bool):
+def _run(adapter, generator: str, report, layouts: Path, out: Path, n: int, seed: int, resume: bool,
+         generate_many=None):
     """The manifest of the run over ``report``'s layouts, and one line per failed layout."""
     layout_list = report.layouts
     if adapter.demo_only:
@@ -135,7 +148,7 @@ def _run(adapter, generator: str, report, layouts: Path, out: Path, n: int, seed
 
             manifest = generate_candidates(
                 layout_list, adapter, out, n=n, seed=seed, resume=resume, layouts_path=layouts, on_layout=advance,
-                invalid=report.invalid,
+                invalid=report.invalid, generate_many=generate_many,
             )
     finally:
         adapter.close()

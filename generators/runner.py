@@ -12,13 +12,14 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from clis import __version__ as clis_version
 from clis import jsonio
+from clis.engines.stages import Stage
 from clis.errors import InputError
 from clis.files import is_inside, write_text_atomic
 from clis.layout import Layout, layout_sha256
@@ -82,6 +83,7 @@ def generate_candidates(
     layouts_path: str | Path | None = None,
     on_layout: Callable[[str, dict[str, Any]], None] | None = None,
     invalid: Sequence[Any] = (),
+    generate_many: Callable[[list[Layout], Path, int, int], Iterator[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Make ``n`` candidates per layout with ``adapter``; return the manifest (also written).
 
@@ -90,6 +92,9 @@ def generate_candidates(
     the same generator, config, ``n`` and ``seed`` are skipped, unless the layout itself changed
     since (its ``layout_sha256`` differs). ``invalid`` takes the layout records that failed
     validation (``clis.formats.InvalidLayout``): each becomes an error item, with no image made.
+    ``generate_many(layouts, out, n, seed)`` makes the items of the layouts to generate elsewhere
+    (``--engine ray``: :func:`ray_generate_many`), yielded in their order; by default each is made
+    here, one at a time.
     """
     if n < 1:
         raise InputError(f"--n must be >= 1, got {n}")
@@ -124,6 +129,17 @@ def generate_candidates(
     layouts = list(layouts)
     for bad in sorted(invalid, key=lambda bad: bad.index):
         layouts.insert(min(bad.index, len(layouts)), bad)
+    made: Iterator[dict[str, Any]] = iter(())
+    if generate_many is not None:
+        todo = []
+        for layout in layouts:
+            old_item = previous.get(layout.id) if isinstance(layout, Layout) else None
+            if not isinstance(layout, Layout) or (old_item is not None and _item_complete(old_item, layout, out, n)):
+                continue
+            if old_item is not None:
+                _remove_images(old_item, out)  # stale: they must not outlive a failed regeneration
+            todo.append(layout)
+        made = generate_many(todo, out, n, seed)
     for layout in layouts:
         if not isinstance(layout, Layout):
             key = layout.key
@@ -136,6 +152,8 @@ def generate_candidates(
         old_item = previous.get(layout.id)
         if old_item is not None and _item_complete(old_item, layout, out, n):
             item = {**old_item, "resumed": True}
+        elif generate_many is not None:
+            item = next(made)
         else:
             if old_item is not None:
                 _remove_images(old_item, out)  # stale: they must not outlive a failed regeneration
@@ -186,6 +204,42 @@ def _generate_one(layout: Layout, adapter: GeneratorAdapter, out: Path, n: int, 
     item["status"] = "done"
     item["seconds"] = round(time.perf_counter() - started, 3)
     return item
+
+
+class GenerateStage(Stage):
+    """``--engine ray``: a Ray actor that builds the generator adapter once and writes each layout's
+    images into ``out`` itself (a folder every worker can write: a shared filesystem on clusters),
+    returning the layout's manifest item; the driver writes the manifest, in input order."""
+
+    def __init__(self, generator: str, options: dict[str, Any], out: str, n: int, seed: int):
+        from generators.registry import create_generator
+
+        self.adapter = create_generator(generator, **options)
+        self.out, self.n, self.seed = Path(out), n, seed
+
+    def process(self, rows: list[dict]) -> list[dict]:
+        return [_generate_one(Layout.model_validate(row["layout"]), self.adapter, self.out, self.n, self.seed)
+                for row in rows]
+
+    @staticmethod
+    def failure(row: dict, reason: str) -> dict:
+        layout = Layout.model_validate(row["layout"])
+        return {"layout_id": layout.id, "layout_sha256": layout_sha256(layout), "status": "error", "images": [],
+                "error": reason}
+
+
+def ray_generate_many(engine: Any, generator: str, options: dict[str, Any]):
+    """A ``generate_many`` for :func:`generate_candidates` that runs the adapter ``generator``
+    (built with ``options``) on Ray actors sized by ``engine`` (an EngineConfig), one layout per call."""
+
+    def generate_many(layouts: list[Layout], out: Path, n: int, seed: int) -> Iterator[dict[str, Any]]:
+        from clis.engines.ray_engine import map_stage
+
+        rows = [{"layout": layout.model_dump(mode="json", by_alias=True)} for layout in layouts]
+        kwargs = {"generator": generator, "options": options, "out": str(Path(out).resolve()), "n": n, "seed": seed}
+        return map_stage(GenerateStage, kwargs, rows, 1, engine)
+
+    return generate_many
 
 
 def summarise(manifest: dict[str, Any]) -> dict[str, int]:

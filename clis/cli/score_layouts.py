@@ -60,13 +60,26 @@ def score_layouts(
         False, "--strict", help="Refuse the whole layouts file when any layout is invalid (default: score the valid ones)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="local (default) or ray: Ray Data actors (docs/scale.md)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: a running cluster (default: a local Ray)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="ray: actors, each with its own CLIS-L models (1)."),
+    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", help="ray: GPUs per actor, e.g. 0.5 (0)."),
+    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", help="ray: CPUs per actor (1)."),
 ) -> None:
     """Score how plausible each layout's arrangement is (CLIS-L), without looking at images."""
     from clis.cli import fail, warn
 
     try:
+        from clis.engines import engine_config_from_flags
+
+        engine_config = engine_config_from_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker)
+        if engine_config.name == "ray":
+            from clis.engines.ray_engine import import_ray
+
+            import_ray()  # before the LLM loads and --out is rewritten
         results, warnings = _run(layouts, out, llm, pool, weights, text_embedder, match_threshold, percentile,
-                                 batch_size, device, config, quiet, resume=resume, overwrite=overwrite, strict=strict)
+                                 batch_size, device, config, quiet, resume=resume, overwrite=overwrite, strict=strict,
+                                 engine=engine_config)
     except ClisError as exc:
         raise fail(str(exc), exc.exit_code)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,7 +98,7 @@ def score_layouts(
 
 def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_threshold, percentile, batch_size,
          device, config, quiet, resume: bool = False, overwrite: bool = False,
-         strict: bool = False) -> tuple[list[dict], list[str]]:
+         strict: bool = False, engine=None) -> tuple[list[dict], list[str]]:
     from clis.formats import read_layouts
     from clis.outputs import OutputLock, check_paths
 
@@ -111,11 +124,11 @@ def _run(layouts: Path, out: Path, llm, pool, weights, text_embedder, match_thre
     # Two runs appending to one file would each exit 0 with the other's lines mixed in.
     with OutputLock(out):
         return _score_into(report, layouts, out, manifest_file, manifest, scorer, cfg, hashes_of=layout_key,
-                           resume=resume, quiet=quiet)
+                           resume=resume, quiet=quiet, engine=engine)
 
 
 def _score_into(report, layouts: Path, out: Path, manifest_file: Path, manifest: dict, scorer, cfg, hashes_of,
-                resume: bool, quiet: bool) -> tuple[list[dict], list[str]]:
+                resume: bool, quiet: bool, engine=None) -> tuple[list[dict], list[str]]:
     """Write ``out`` (locked by the caller): kept lines of a resumed run, then the new ones."""
     from clis.cli.score import invalid_layouts_warning
 
@@ -147,19 +160,38 @@ def _score_into(report, layouts: Path, out: Path, manifest_file: Path, manifest:
                 handle.write(jsonio.dumps(scored[key], ensure_ascii=False) + "\n")
         handle.flush()
         progress.advance(layouts_task, len(report.invalid))
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            for result in scorer.score_layouts(part, progress=on_progress):
-                record = {**result.to_dict(), "layout_key": hashes[result.id]}
+        if engine is not None and engine.name == "ray":
+            for result in _ray_results(todo, cfg, chunk, engine):
+                record = {**result, "layout_key": hashes[result["id"]]}
                 handle.write(jsonio.dumps(record, ensure_ascii=False) + "\n")
-                scored[result.id] = record
-            handle.flush()
-            progress.advance(layouts_task, len(part))
+                handle.flush()
+                scored[result["id"]] = record
+                progress.advance(layouts_task)
+        else:
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                for result in scorer.score_layouts(part, progress=on_progress):
+                    record = {**result.to_dict(), "layout_key": hashes[result.id]}
+                    handle.write(jsonio.dumps(record, ensure_ascii=False) + "\n")
+                    scored[result.id] = record
+                handle.flush()
+                progress.advance(layouts_task, len(part))
     records = [done.get(key) or scored[key] for key, _ in order]
     if done or report.invalid:
         # back to file order: kept lines and invalid layouts' rows were written first
         write_text_atomic(out, "".join(jsonio.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return records, invalid_layouts_warning(layouts, report.invalid)
+
+
+def _ray_results(todo, cfg, chunk: int, engine):
+    """``LayoutScore.to_dict()`` of ``todo``, in order, from LayoutScorer actors (``--engine ray``).
+
+    The actors share the driver's CLIS-L cache file (SQLite in WAL mode, safe across processes)."""
+    from clis.engines.ray_engine import map_stage
+    from clis.engines.stages import LayoutStage
+
+    rows = [{"layout": layout.model_dump(mode="json", by_alias=True)} for layout in todo]
+    return map_stage(LayoutStage, {"config": cfg.model_dump(mode="json")}, rows, chunk, engine)
 
 
 def _file_order(report) -> list[tuple[str, object]]:
