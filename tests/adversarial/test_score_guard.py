@@ -209,15 +209,15 @@ def test_a_signal_marks_the_manifest_interrupted_and_says_so(tiny_models, tmp_pa
 
     images, layouts = _folder(tmp_path, _layouts(4))
     out = tmp_path / "scores.jsonl"
-    real = Scorer.score_pairs
+    real = Scorer._image_records  # the one seam every scoring run's records come through
 
-    def signalled_after_the_first(self, pairs):
-        for number, record in enumerate(real(self, pairs)):
+    def signalled_after_the_first(self, candidates):
+        for number, record in enumerate(real(self, candidates)):
             yield record
             if number == 0:
                 os.kill(os.getpid(), signum)  # as `kill` or Ctrl-C would, mid-run
 
-    monkeypatch.setattr(Scorer, "score_pairs", signalled_after_the_first)
+    monkeypatch.setattr(Scorer, "_image_records", signalled_after_the_first)
     code, output = run_cli(_score(images, layouts, out, tiny_models), capsys)
     assert code == 128 + signum
     assert output.count("interrupted (") == 1, output  # said once
@@ -226,7 +226,7 @@ def test_a_signal_marks_the_manifest_interrupted_and_says_so(tiny_models, tmp_pa
     manifest = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))
     assert manifest["run"]["status"] == "interrupted"
     assert len(_records(out)) == 1
-    monkeypatch.setattr(Scorer, "score_pairs", real)
+    monkeypatch.setattr(Scorer, "_image_records", real)
     code, output = run_cli(_score(images, layouts, out, tiny_models, "--resume"), capsys)
     assert code == 0 and len(_records(out)) == 4
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers were put back
