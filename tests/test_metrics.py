@@ -275,3 +275,12 @@ def test_ddp_two_gloo_ranks_equal_one_process(tiny_models, reference, tmp_path):
         assert_matches_records(lopsided, reference, list(range(N)))
         for key in ("clis_i", "global", "instance"):
             torch.testing.assert_close(lopsided[key], synced[key], atol=TOL, rtol=0)
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    import clis.metrics
+
+    result = doctest.testmod(clis.metrics)
+    assert result.attempted > 0 and result.failed == 0

@@ -382,3 +382,12 @@ def test_a_gpu_device_under_ray_without_gpus_per_worker_is_refused_before_any_mo
     monkeypatch.setattr(scorer_module, "_load_or_explain", no_model)
     with pytest.raises(InputError, match="needs --gpus-per-worker > 0"):
         scorer_module.Scorer(device="cuda", layout_score=False, engine={"name": "ray"})
+
+
+def test_engine_settings_docstring_examples_hold():
+    import doctest
+
+    import clis.engines.config
+
+    result = doctest.testmod(clis.engines.config)
+    assert result.attempted > 0 and result.failed == 0
